@@ -1,0 +1,28 @@
+"""python -m rotnet stage=pretext|semi|baseline|all [overrides]"""
+import logging
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from rotnet.errors import RotnetError
+from rotnet.mnist_files import MNISTFileError
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from rotnet.run import run
+
+    logging.getLogger("lightning.pytorch").propagate = False  # Lightning prints its own lines once
+    try:
+        run(cfg)
+    except (RotnetError, MNISTFileError) as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"rotnet: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

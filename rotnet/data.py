@@ -1,0 +1,183 @@
+"""MNIST held as uint8 tensors: the labeled draw, the unlabeled pool, and batches of index slices.
+
+Rotations (pretext) and augmentation (labeled training) are made per batch, after the batch
+has been moved to the model's device, in ``on_after_batch_transfer``.
+"""
+import math
+from functools import lru_cache
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from rotnet.mnist_files import load_mnist
+
+MEAN, STD = 0.1307, 0.3081
+TASKS = ("rotation", "classification")
+SELECTIONS = ("random", "first")
+
+
+def draw_labeled(labels: torch.Tensor, per_class: int, selection: str, seed: int) -> torch.Tensor:
+    """Indices of ``per_class`` images of each class: the first ones in file order, or a seeded draw."""
+    g = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in range(int(labels.max()) + 1):
+        idx = torch.nonzero(labels == c).flatten()
+        if selection == "random":
+            idx = idx[torch.randperm(len(idx), generator=g)]
+        chosen.append(idx[:per_class])
+    return torch.cat(chosen).sort().values
+
+
+def split_pool(n_train: int, labeled: torch.Tensor, num_unlabeled: int | None, val_fraction: float, seed: int):
+    """Unlabeled pool (everything not labeled, optionally capped), split by image into train/val."""
+    mask = torch.ones(n_train, dtype=torch.bool)
+    mask[labeled] = False
+    pool = torch.nonzero(mask).flatten()
+    g = torch.Generator().manual_seed(seed + 1)
+    pool = pool[torch.randperm(len(pool), generator=g)]
+    if num_unlabeled is not None:
+        pool = pool[:num_unlabeled]
+    n_val = max(1, round(val_fraction * len(pool)))
+    return pool[n_val:].sort().values, pool[:n_val].sort().values
+
+
+def rotate_four(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image in all four rotations; label k means ``torch.rot90(image, k, dims=(-2, -1))``."""
+    rotated = torch.cat([torch.rot90(x, k, dims=(-2, -1)) for k in range(4)])
+    labels = torch.arange(4, device=x.device).repeat_interleave(len(x))
+    return rotated, labels
+
+
+def random_affine(x: torch.Tensor, shift: float, degrees: float) -> torch.Tensor:
+    """Per-image random shift (pixels) and rotation (degrees), for a whole batch at once."""
+    n, _, h, w = x.shape
+    angle = (torch.rand(n, device=x.device) * 2 - 1) * math.radians(degrees)
+    t = (torch.rand(n, 2, device=x.device) * 2 - 1) * (2 * shift / torch.tensor([w, h], device=x.device))
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([torch.stack([cos, -sin, t[:, 0]], 1), torch.stack([sin, cos, t[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+class TensorSlices(torch.utils.data.Dataset):
+    """``dataset[index_tensor]`` returns the rows of every tensor at once: one batch, no collation."""
+
+    def __init__(self, *tensors: torch.Tensor):
+        self.tensors = tensors
+
+    def __len__(self):
+        return len(self.tensors[0])
+
+    def __getitem__(self, idx):
+        return tuple(t[idx] for t in self.tensors)
+
+
+class IndexBatches(torch.utils.data.Sampler):
+    """Batches of indices, reshuffled each epoch from (seed, epoch) and sharded across ranks."""
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1):
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def _indices(self):
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.arange(self.n)
+        return order[self.rank :: self.world_size]
+
+    def __len__(self):
+        return math.ceil(len(range(self.rank, self.n, self.world_size)) / self.batch_size)
+
+    def __iter__(self):
+        return iter(self._indices().split(self.batch_size))
+
+
+@lru_cache(maxsize=2)
+def _load(folder: str, allow_download: bool):
+    return load_mnist(folder, allow_download)
+
+
+class MNISTDataModule(L.LightningDataModule):
+    """Serves rotated unlabeled images (task="rotation") or the labeled subset (task="classification")."""
+
+    def __init__(
+        self,
+        dir: str = "data",
+        download: bool = True,
+        labels_per_class: int = 10,
+        label_selection: str = "random",
+        num_unlabeled: int | None = None,
+        val_fraction: float = 0.2,
+        monitor_size: int = 1000,
+        augment_shift: float = 2.0,
+        augment_degrees: float = 10.0,
+        eval_batch_size: int = 1024,
+        task: str = "rotation",
+        batch_size: int = 64,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.task = task
+        self.labeled_indices: torch.Tensor | None = None
+
+    def prepare_data(self):
+        _load(self.hparams.dir, self.hparams.download)
+
+    def setup(self, stage: str | None = None):
+        if self.labeled_indices is not None:
+            return
+        hp = self.hparams
+        data = _load(hp.dir, hp.download)
+        train_x, train_y = data["train_images"], data["train_labels"]
+        self.labeled_indices = draw_labeled(train_y, hp.labels_per_class, hp.label_selection, hp.seed)
+        self.pool_train, self.pool_val = split_pool(
+            len(train_y), self.labeled_indices, hp.num_unlabeled, hp.val_fraction, hp.seed
+        )
+        if self.task == "rotation":
+            self.train_set = TensorSlices(train_x[self.pool_train].unsqueeze(1))
+            self.val_set = TensorSlices(train_x[self.pool_val].unsqueeze(1))
+            self.test_set = TensorSlices(data["test_images"].unsqueeze(1))
+        else:
+            lab = self.labeled_indices
+            monitor = torch.cat([self.pool_val, self.pool_train])[: hp.monitor_size]
+            self.train_set = TensorSlices(train_x[lab].unsqueeze(1), train_y[lab].long())
+            self.val_set = TensorSlices(train_x[monitor].unsqueeze(1), train_y[monitor].long())
+            self.test_set = TensorSlices(data["test_images"].unsqueeze(1), data["test_labels"].long())
+
+    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = IndexBatches(len(dataset), batch_size, shuffle, self.hparams.seed, rank, world)
+        return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)
+
+    def train_dataloader(self):
+        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_set, self._eval_batch(), shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader(self.test_set, self._eval_batch(), shuffle=False)
+
+    def _eval_batch(self) -> int:
+        # A rotation batch becomes four times larger on the device.
+        return self.hparams.eval_batch_size // (4 if self.task == "rotation" else 1)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        x = batch[0].float() / 255.0
+        if self.task == "rotation":
+            x, y = rotate_four(x)
+        else:
+            y = batch[1]
+            training = self.trainer is not None and self.trainer.training
+            if training and (self.hparams.augment_shift > 0 or self.hparams.augment_degrees > 0):
+                x = random_affine(x, self.hparams.augment_shift, self.hparams.augment_degrees)
+        return (x - MEAN) / STD, y

@@ -1,0 +1,49 @@
+"""The one hand-off between stages: a pretext checkpoint's backbone weights, loaded strictly."""
+from pathlib import Path
+
+import torch
+
+from rotnet.errors import RotnetError
+from rotnet.tasks import ClassifierTask
+
+PREFIX = "backbone."
+
+
+def pretext_backbone_state(path: str | None) -> dict[str, torch.Tensor]:
+    """The backbone weights of a pretext (rotation) checkpoint, or a clear error saying why not."""
+    if not path:
+        raise RotnetError(
+            "stage=semi needs a pretext checkpoint: set pretrained=<path to a pretext run's "
+            "checkpoints/last.ckpt>, or run stage=all, which trains one and hands it over."
+        )
+    file = Path(path).expanduser()
+    if not file.is_file():
+        what = "is a directory, not a file" if file.is_dir() else "does not exist"
+        raise RotnetError(f"pretrained='{path}' {what}. Point it at a pretext run's checkpoints/last.ckpt.")
+    try:
+        ckpt = torch.load(file, map_location="cpu", weights_only=True)
+        state = ckpt["state_dict"]
+    except Exception as err:
+        raise RotnetError(
+            f"pretrained='{path}' is not a readable Lightning checkpoint ({type(err).__name__}: {err}). "
+            "It may be truncated or corrupt: point it at another pretext run's checkpoints/last.ckpt."
+        ) from err
+    head = state.get("head.2.weight")
+    if head is not None and head.shape[0] != 4:
+        raise RotnetError(
+            f"pretrained='{path}' is a {head.shape[0]}-way classifier checkpoint, not a pretext "
+            "(4-way rotation) checkpoint. Point it at the checkpoints/last.ckpt of a stage=pretext run."
+        )
+    return {k[len(PREFIX):]: v for k, v in state.items() if k.startswith(PREFIX)}
+
+
+def load_pretext_backbone(module: ClassifierTask, path: str | None) -> None:
+    state = pretext_backbone_state(path)
+    try:
+        module.backbone.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise RotnetError(
+            f"pretrained='{path}' does not hold this NIN backbone's weights ({first} ...). "
+            "It was made by another architecture or version: retrain it with stage=pretext."
+        ) from err

@@ -1,0 +1,109 @@
+"""run(cfg): build data, module and trainer for each requested stage; fit; test; write results."""
+import json
+import time
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf
+
+from rotnet.handoff import load_pretext_backbone, pretext_backbone_state
+from rotnet.report import results_table
+from rotnet.tasks import ClassifierTask, RotationTask
+
+STAGES = ("pretext", "semi", "baseline")
+
+
+def build_module(cfg: DictConfig, stage: str):
+    recipe = cfg[stage]
+    optim = dict(
+        optimizer=recipe.optimizer, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
+        weight_decay=recipe.weight_decay, schedule=recipe.schedule, channels_last=cfg.model.channels_last,
+    )
+    if stage == "pretext":
+        return RotationTask(**optim)
+    freeze = cfg.model.freeze_blocks if stage == "semi" else 0
+    return ClassifierTask(freeze_blocks=freeze, **optim)
+
+
+def run_stage(cfg: DictConfig, stage: str, out: Path, pretrained: str | None) -> dict:
+    recipe = cfg[stage]
+    start = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    task = "rotation" if stage == "pretext" else "classification"
+    dm = instantiate(cfg.data, task=task, batch_size=recipe.batch_size, seed=cfg.seed)
+    module = build_module(cfg, stage)
+    if stage == "semi":
+        load_pretext_backbone(module, pretrained)
+    ckpt_path = out / "checkpoints" / "last.ckpt"
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_path.parent, filename=ckpt_path.stem, enable_version_counter=False, save_on_train_epoch_end=True
+    )
+    trainer = instantiate(
+        cfg.trainer,
+        max_epochs=cfg.trainer.max_epochs or recipe.epochs,
+        check_val_every_n_epoch=recipe.val_every,
+        default_root_dir=str(out),
+        logger=CSVLogger(str(out), name="", version=""),
+        callbacks=[checkpoint],
+    )
+    trainer.fit(module, datamodule=dm)
+    if not ckpt_path.exists():  # fast_dev_run turns checkpointing off; the next stage still needs one
+        trainer.save_checkpoint(ckpt_path)
+    tested = trainer.test(module, datamodule=dm, verbose=False)[0]
+    results = {
+        "stage": stage,
+        "seed": cfg.seed,
+        "test_acc": float(tested["test/acc"]),
+        "test_loss": float(tested["test/loss"]),
+        "val_acc": _metric(trainer, "val/acc"),
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "seconds": round(time.perf_counter() - start, 2),
+        "labels_per_class": cfg.data.labels_per_class,
+        "label_selection": cfg.data.label_selection,
+        "num_unlabeled": len(dm.pool_train) + len(dm.pool_val),
+        "freeze_blocks": module.hparams.get("freeze_blocks", 0),
+        "precision": str(trainer.precision),
+        "checkpoint": str(ckpt_path),
+        "pretrained": pretrained if stage == "semi" else None,
+    }
+    if trainer.is_global_zero:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "labeled_indices.json").write_text(json.dumps(dm.labeled_indices.tolist()))
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def _metric(trainer: L.Trainer, name: str) -> float | None:
+    value = trainer.callback_metrics.get(name)
+    return None if value is None else float(value)
+
+
+def check_before_training(cfg: DictConfig) -> None:
+    """Fail on bad input before any stage spends time training."""
+    if cfg.stage == "semi":
+        pretext_backbone_state(cfg.pretrained)
+
+
+def run(cfg: DictConfig) -> dict[str, dict]:
+    """Run ``cfg.stage`` (one stage, or all three in order); return each stage's results."""
+    check_before_training(cfg)
+    out = Path(cfg.run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)
+    stages = STAGES if cfg.stage == "all" else (cfg.stage,)
+    pretrained, results = cfg.pretrained, {}
+    for stage in stages:
+        stage_out = out / stage if cfg.stage == "all" else out
+        results[stage] = run_stage(cfg, stage, stage_out, pretrained)
+        if stage == "pretext":
+            pretrained = results[stage]["checkpoint"]
+    if cfg.stage == "all":
+        table = results_table(results)
+        (out / "results.md").write_text(table)
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        print("\n" + table)
+    return results

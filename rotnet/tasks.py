@@ -1,0 +1,102 @@
+"""LightningModules: rotation prediction (pretext) and digit classification (semi, baseline)."""
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from rotnet.nin import NIN, PooledLinear
+
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+SCHEDULES = ("cosine", "constant")
+
+
+class _Task(L.LightningModule):
+    """Backbone + one pooled linear head, trained with cross-entropy; one accuracy per split."""
+
+    n_classes: int
+
+    def __init__(self, optimizer, lr, momentum, nesterov, weight_decay, schedule, channels_last):
+        super().__init__()
+        self.backbone = NIN()
+        self.head = PooledLinear(self.backbone.out_channels[-1], self.n_classes)
+        self.train_acc = MulticlassAccuracy(self.n_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(self.n_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(self.n_classes, average="micro")
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.head(self.backbone(x))
+
+    def _step(self, batch, split: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits.float(), y)
+        acc = getattr(self, f"{split}_acc")
+        acc(logits, y)
+        training = split == "train"
+        self.log(f"{split}/loss", loss, on_step=training, on_epoch=True, prog_bar=training, sync_dist=not training, batch_size=len(y))
+        self.log(f"{split}/acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def trainable_parameters(self):
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = self.trainable_parameters()
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov, weight_decay=hp.weight_decay)
+        else:
+            opt = OPTIMIZERS[hp.optimizer](params, lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.schedule == "constant":
+            return opt
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class RotationTask(_Task):
+    """Predict which of 0/90/180/270 degrees an image was rotated by (labels from the DataModule)."""
+
+    n_classes = 4
+
+    def __init__(self, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                 schedule="cosine", channels_last=True):
+        super().__init__(optimizer, lr, momentum, nesterov, weight_decay, schedule, channels_last)
+        self.save_hyperparameters()
+
+
+class ClassifierTask(_Task):
+    """Ten-way digit classifier; the first ``freeze_blocks`` blocks stay fixed, BatchNorm included."""
+
+    n_classes = 10
+
+    def __init__(self, freeze_blocks=0, optimizer="adam", lr=1e-3, momentum=0.9, nesterov=False,
+                 weight_decay=5e-4, schedule="cosine", channels_last=True):
+        super().__init__(optimizer, lr, momentum, nesterov, weight_decay, schedule, channels_last)
+        self.save_hyperparameters()
+        for block in self.frozen_blocks():
+            block.requires_grad_(False)
+
+    def frozen_blocks(self):
+        return list(self.backbone.blocks[: self.hparams.freeze_blocks])
+
+    def train(self, mode: bool = True):
+        # Lightning switches the whole module to train mode each epoch; frozen blocks must keep
+        # using (and not updating) the BatchNorm statistics they were pretrained with.
+        super().train(mode)
+        for block in self.frozen_blocks():
+            block.eval()
+        return self
