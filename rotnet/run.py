@@ -38,8 +38,9 @@ def run_stage(cfg: DictConfig, stage: str, out: Path, pretrained: str | None) ->
     if stage == "semi":
         load_pretext_backbone(module, pretrained)
     ckpt_path = out / "checkpoints" / "last.ckpt"
-    checkpoint = ModelCheckpoint(
-        dirpath=ckpt_path.parent, filename=ckpt_path.stem, enable_version_counter=False, save_on_train_epoch_end=True
+    checkpoint = ModelCheckpoint(  # mid-run safety copy; the final weights are saved after fit
+        dirpath=ckpt_path.parent, filename=ckpt_path.stem, enable_version_counter=False,
+        every_n_epochs=recipe.val_every, save_on_train_epoch_end=True,
     )
     trainer = instantiate(
         cfg.trainer,
@@ -50,15 +51,15 @@ def run_stage(cfg: DictConfig, stage: str, out: Path, pretrained: str | None) ->
         callbacks=[checkpoint],
     )
     trainer.fit(module, datamodule=dm)
-    if not ckpt_path.exists():  # fast_dev_run turns checkpointing off; the next stage still needs one
-        trainer.save_checkpoint(ckpt_path)
+    trainer.save_checkpoint(ckpt_path)  # also under fast_dev_run, which turns the callback off
+    val_acc = _metric(trainer, "val/acc")
     tested = trainer.test(module, datamodule=dm, verbose=False)[0]
     results = {
         "stage": stage,
         "seed": cfg.seed,
         "test_acc": float(tested["test/acc"]),
         "test_loss": float(tested["test/loss"]),
-        "val_acc": _metric(trainer, "val/acc"),
+        "val_acc": val_acc,
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "seconds": round(time.perf_counter() - start, 2),

@@ -89,13 +89,14 @@ class ClassifierTask(_Task):
         self.save_hyperparameters()
         for block in self.frozen_blocks():
             block.requires_grad_(False)
+        self.train()  # Lightning keeps the modes modules already have, so set them from the start
 
     def frozen_blocks(self):
         return list(self.backbone.blocks[: self.hparams.freeze_blocks])
 
     def train(self, mode: bool = True):
-        # Lightning switches the whole module to train mode each epoch; frozen blocks must keep
-        # using (and not updating) the BatchNorm statistics they were pretrained with.
+        # Frozen blocks must keep using (and never update) the BatchNorm statistics they were
+        # pretrained with, whoever switches the module to train mode.
         super().train(mode)
         for block in self.frozen_blocks():
             block.eval()
