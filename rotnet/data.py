@@ -118,7 +118,7 @@ class MNISTDataModule(L.LightningDataModule):
         monitor_size: int = 1000,
         augment_shift: float = 2.0,
         augment_degrees: float = 10.0,
-        eval_batch_size: int = 1024,
+        eval_batch_size: int = 512,
         task: str = "rotation",
         batch_size: int = 64,
         seed: int = 0,
