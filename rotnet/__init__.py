@@ -1,0 +1,1 @@
+"""rotnet: semi-supervised MNIST with rotation prediction as the pretext task."""
