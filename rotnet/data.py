@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from rotnet.errors import RotnetError
 from rotnet.mnist_files import load_mnist
 
 MEAN, STD = 0.1307, 0.3081
@@ -20,9 +21,16 @@ SELECTIONS = ("random", "first")
 
 def draw_labeled(labels: torch.Tensor, per_class: int, selection: str, seed: int) -> torch.Tensor:
     """Indices of ``per_class`` images of each class: the first ones in file order, or a seeded draw."""
+    counts = torch.bincount(labels)
+    if per_class >= int(counts.min()):
+        raise RotnetError(
+            f"data.labels_per_class={per_class} is too many: the smallest class (digit {int(counts.argmin())}) has "
+            f"{int(counts.min())} training images, and each class must keep at least one unlabeled image. "
+            f"Use data.labels_per_class between 1 and {int(counts.min()) - 1}."
+        )
     g = torch.Generator().manual_seed(seed)
     chosen = []
-    for c in range(int(labels.max()) + 1):
+    for c in range(len(counts)):
         idx = torch.nonzero(labels == c).flatten()
         if selection == "random":
             idx = idx[torch.randperm(len(idx), generator=g)]
@@ -38,8 +46,19 @@ def split_pool(n_train: int, labeled: torch.Tensor, num_unlabeled: int | None, v
     g = torch.Generator().manual_seed(seed + 1)
     pool = pool[torch.randperm(len(pool), generator=g)]
     if num_unlabeled is not None:
+        if num_unlabeled > len(pool):
+            raise RotnetError(
+                f"data.num_unlabeled={num_unlabeled} is larger than the unlabeled pool ({len(pool)} images once "
+                f"the labeled draw is taken out). Use a value between 2 and {len(pool)}, or null for all of it."
+            )
         pool = pool[:num_unlabeled]
-    n_val = max(1, round(val_fraction * len(pool)))
+    n_val = round(val_fraction * len(pool))
+    if not 0 < n_val < len(pool):
+        raise RotnetError(
+            f"data.val_fraction={val_fraction} of a pool of {len(pool)} images leaves {n_val} for validation and "
+            f"{len(pool) - n_val} for training; both need at least one. Enlarge data.num_unlabeled or change "
+            f"data.val_fraction."
+        )
     return pool[n_val:].sort().values, pool[:n_val].sort().values
 
 
@@ -50,11 +69,12 @@ def rotate_four(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rotated, labels
 
 
-def random_affine(x: torch.Tensor, shift: float, degrees: float) -> torch.Tensor:
+def random_affine(x: torch.Tensor, shift: float, degrees: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Per-image random shift (pixels) and rotation (degrees), for a whole batch at once."""
     n, _, h, w = x.shape
-    angle = (torch.rand(n, device=x.device) * 2 - 1) * math.radians(degrees)
-    t = (torch.rand(n, 2, device=x.device) * 2 - 1) * (2 * shift / torch.tensor([w, h], device=x.device))
+    angle = (torch.rand(n, device=x.device, generator=generator) * 2 - 1) * math.radians(degrees)
+    t = torch.rand(n, 2, device=x.device, generator=generator) * 2 - 1
+    t = t * (2 * shift / torch.tensor([w, h], device=x.device))
     cos, sin = torch.cos(angle), torch.sin(angle)
     theta = torch.stack([torch.stack([cos, -sin, t[:, 0]], 1), torch.stack([sin, cos, t[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
@@ -75,11 +95,16 @@ class TensorSlices(torch.utils.data.Dataset):
 
 
 class IndexBatches(torch.utils.data.Sampler):
-    """Batches of indices, reshuffled each epoch from (seed, epoch) and sharded across ranks."""
+    """Batches of indices, reshuffled each epoch from (seed, epoch) and sharded across ranks.
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1):
+    ``skip`` (called at each epoch's start) gives how many batches of this epoch were already
+    trained, so a run resumed from a mid-epoch checkpoint sees exactly the batches it missed.
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1,
+                 skip=None):
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
-        self.rank, self.world_size, self.epoch = rank, world_size, 0
+        self.rank, self.world_size, self.epoch, self.skip = rank, world_size, 0, skip
 
     def set_epoch(self, epoch: int):
         self.epoch = epoch
@@ -96,7 +121,9 @@ class IndexBatches(torch.utils.data.Sampler):
         return math.ceil(len(range(self.rank, self.n, self.world_size)) / self.batch_size)
 
     def __iter__(self):
-        return iter(self._indices().split(self.batch_size))
+        # A generator, so that ``skip`` is asked at the first batch, once Lightning has restored its loops.
+        batches = self._indices().split(self.batch_size)
+        yield from batches[self.skip() if self.skip else 0 :]
 
 
 @lru_cache(maxsize=2)
@@ -127,6 +154,8 @@ class MNISTDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.task = task
         self.labeled_indices: torch.Tensor | None = None
+        self._augment_rng: torch.Generator | None = None
+        self._augment_rng_state: torch.Tensor | None = None  # from a checkpoint, applied on first use
 
     def prepare_data(self):
         _load(self.hparams.dir, self.hparams.download)
@@ -138,6 +167,13 @@ class MNISTDataModule(L.LightningDataModule):
         data = _load(hp.dir, hp.download)
         train_x, train_y = data["train_images"], data["train_labels"]
         self.labeled_indices = draw_labeled(train_y, hp.labels_per_class, hp.label_selection, hp.seed)
+        if self.trainer is not None and self.trainer.world_size > 1:
+            first = self.trainer.strategy.broadcast(self.labeled_indices, src=0)
+            if not torch.equal(first, self.labeled_indices):
+                raise RotnetError(
+                    f"rank {self.trainer.global_rank} drew other labeled images than rank 0: every rank must "
+                    "read the same MNIST files with the same data.* settings and seed."
+                )
         self.pool_train, self.pool_val = split_pool(
             len(train_y), self.labeled_indices, hp.num_unlabeled, hp.val_fraction, hp.seed
         )
@@ -152,14 +188,34 @@ class MNISTDataModule(L.LightningDataModule):
             self.val_set = TensorSlices(train_x[monitor].unsqueeze(1), train_y[monitor].long())
             self.test_set = TensorSlices(data["test_images"].unsqueeze(1), data["test_labels"].long())
 
-    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset, batch_size: int, shuffle: bool, skip=None) -> DataLoader:
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = IndexBatches(len(dataset), batch_size, shuffle, self.hparams.seed, rank, world)
+        sampler = IndexBatches(len(dataset), batch_size, shuffle, self.hparams.seed, rank, world, skip)
         return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)
 
     def train_dataloader(self):
-        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True, skip=self._batches_done)
+
+    def _batches_done(self) -> int:
+        """Batches of the current epoch already trained: non-zero only right after a mid-epoch resume."""
+        trainer = self.trainer
+        if trainer is None or not isinstance(trainer.num_training_batches, int):
+            return 0
+        return max(0, trainer.global_step - trainer.current_epoch * trainer.num_training_batches)
+
+    def state_dict(self):
+        return {"augment_rng": self._augment_rng.get_state() if self._augment_rng is not None else None}
+
+    def load_state_dict(self, state):
+        self._augment_rng_state = state.get("augment_rng")
+
+    def _augmentation_rng(self, device: torch.device) -> torch.Generator:
+        if self._augment_rng is None:
+            self._augment_rng = torch.Generator(device=device).manual_seed(self.hparams.seed)
+            if self._augment_rng_state is not None:
+                self._augment_rng.set_state(self._augment_rng_state)
+        return self._augment_rng
 
     def val_dataloader(self):
         return self._loader(self.val_set, self._eval_batch(), shuffle=False)
@@ -179,5 +235,6 @@ class MNISTDataModule(L.LightningDataModule):
             y = batch[1]
             training = self.trainer is not None and self.trainer.training
             if training and (self.hparams.augment_shift > 0 or self.hparams.augment_degrees > 0):
-                x = random_affine(x, self.hparams.augment_shift, self.hparams.augment_degrees)
+                rng = self._augmentation_rng(x.device)
+                x = random_affine(x, self.hparams.augment_shift, self.hparams.augment_degrees, rng)
         return (x - MEAN) / STD, y

@@ -9,6 +9,21 @@ from rotnet.tasks import ClassifierTask
 PREFIX = "backbone."
 
 
+def checkpoint_state(path: str, key: str) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` of the Lightning checkpoint that config key ``key`` points at, or a clear error."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        what = "is a directory, not a file" if file.is_dir() else "does not exist"
+        raise RotnetError(f"{key}='{path}' {what}. Point it at a run's checkpoints/last.ckpt.")
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)["state_dict"]
+    except Exception as err:
+        raise RotnetError(
+            f"{key}='{path}' is not a readable Lightning checkpoint ({type(err).__name__}: {err}). "
+            "It may be truncated or corrupt: point it at another run's checkpoints/last.ckpt."
+        ) from err
+
+
 def pretext_backbone_state(path: str | None) -> dict[str, torch.Tensor]:
     """The backbone weights of a pretext (rotation) checkpoint, or a clear error saying why not."""
     if not path:
@@ -16,18 +31,7 @@ def pretext_backbone_state(path: str | None) -> dict[str, torch.Tensor]:
             "stage=semi needs a pretext checkpoint: set pretrained=<path to a pretext run's "
             "checkpoints/last.ckpt>, or run stage=all, which trains one and hands it over."
         )
-    file = Path(path).expanduser()
-    if not file.is_file():
-        what = "is a directory, not a file" if file.is_dir() else "does not exist"
-        raise RotnetError(f"pretrained='{path}' {what}. Point it at a pretext run's checkpoints/last.ckpt.")
-    try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=True)
-        state = ckpt["state_dict"]
-    except Exception as err:
-        raise RotnetError(
-            f"pretrained='{path}' is not a readable Lightning checkpoint ({type(err).__name__}: {err}). "
-            "It may be truncated or corrupt: point it at another pretext run's checkpoints/last.ckpt."
-        ) from err
+    state = checkpoint_state(path, "pretrained")
     head = state.get("head.2.weight")
     if head is not None and head.shape[0] != 4:
         raise RotnetError(

@@ -9,9 +9,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
-from rotnet.handoff import load_pretext_backbone, pretext_backbone_state
+from rotnet.checkpointing import AtomicCheckpointIO, SaveOnInterrupt
+from rotnet.checks import check_config
+from rotnet.errors import RotnetError
+from rotnet.handoff import checkpoint_state, load_pretext_backbone, pretext_backbone_state
 from rotnet.report import results_table
-from rotnet.tasks import ClassifierTask, RotationTask
+from rotnet.tasks import ClassifierTask, NonFiniteLossError, RotationTask
 
 STAGES = ("pretext", "semi", "baseline")
 
@@ -38,9 +41,9 @@ def run_stage(cfg: DictConfig, stage: str, out: Path, pretrained: str | None) ->
     if stage == "semi":
         load_pretext_backbone(module, pretrained)
     ckpt_path = out / "checkpoints" / "last.ckpt"
-    checkpoint = ModelCheckpoint(  # mid-run safety copy; the final weights are saved after fit
+    checkpoint = ModelCheckpoint(  # mid-run copies to resume from; the final weights are saved after fit
         dirpath=ckpt_path.parent, filename=ckpt_path.stem, enable_version_counter=False,
-        every_n_epochs=recipe.val_every, save_on_train_epoch_end=True,
+        every_n_train_steps=cfg.checkpoint_every_n_steps,
     )
     trainer = instantiate(
         cfg.trainer,
@@ -48,9 +51,17 @@ def run_stage(cfg: DictConfig, stage: str, out: Path, pretrained: str | None) ->
         check_val_every_n_epoch=recipe.val_every,
         default_root_dir=str(out),
         logger=CSVLogger(str(out), name="", version=""),
-        callbacks=[checkpoint],
+        callbacks=[checkpoint, SaveOnInterrupt(ckpt_path)],
+        plugins=[AtomicCheckpointIO()],
     )
-    trainer.fit(module, datamodule=dm)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=cfg.resume)
+    except NonFiniteLossError as err:
+        raise RotnetError(
+            f"stage={stage} stopped: {err}. Training on from there would only produce garbage. Usual fixes: "
+            f"a lower {stage}.lr, trainer.gradient_clip_val=1.0, trainer.precision=32-true, or checking the "
+            f"input files. The last good checkpoint, if any, is {ckpt_path}."
+        ) from err
     trainer.save_checkpoint(ckpt_path)  # also under fast_dev_run, which turns the callback off
     val_acc = _metric(trainer, "val/acc")
     tested = trainer.test(module, datamodule=dm, verbose=False)[0]
@@ -84,9 +95,18 @@ def _metric(trainer: L.Trainer, name: str) -> float | None:
 
 
 def check_before_training(cfg: DictConfig) -> None:
-    """Fail on bad input before any stage spends time training."""
+    """Fail on bad input before any stage spends time training or writes anything."""
+    check_config(cfg)
+    instantiate(cfg.data, task="classification", seed=cfg.seed).setup()  # data files, label budget, pool
     if cfg.stage == "semi":
         pretext_backbone_state(cfg.pretrained)
+    if cfg.resume is not None:
+        if cfg.stage == "all":
+            raise RotnetError(
+                "resume= works with one stage at a time: rerun the interrupted stage (stage=pretext, semi or "
+                "baseline) with the same overrides plus resume=<its checkpoints/last.ckpt>."
+            )
+        checkpoint_state(cfg.resume, "resume")
 
 
 def run(cfg: DictConfig) -> dict[str, dict]:

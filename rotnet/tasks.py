@@ -10,6 +10,10 @@ OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.o
 SCHEDULES = ("cosine", "constant")
 
 
+class NonFiniteLossError(ArithmeticError):
+    pass
+
+
 class _Task(L.LightningModule):
     """Backbone + one pooled linear head, trained with cross-entropy; one accuracy per split."""
 
@@ -34,6 +38,8 @@ class _Task(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits.float(), y)
+        if split == "train" and not torch.isfinite(loss):
+            raise NonFiniteLossError(f"the training loss became {loss.item()} at step {self.global_step}")
         acc = getattr(self, f"{split}_acc")
         acc(logits, y)
         training = split == "train"

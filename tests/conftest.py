@@ -1,4 +1,6 @@
 import gzip
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +58,12 @@ def make_cfg(mnist_dir: Path, run_dir: Path, *overrides: str):
             "config",
             overrides=[f"data.dir={mnist_dir}", "data.download=false", f"run_dir={run_dir}", *FAST, *overrides],
         )
+
+
+def cli(*args, cwd, timeout=300):
+    """``python -m rotnet ARGS`` as a user would start it (with the fast test settings)."""
+    return subprocess.run([sys.executable, "-m", "rotnet", *args, *FAST], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 @pytest.fixture(scope="session")

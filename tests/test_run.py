@@ -1,12 +1,9 @@
 import json
-import subprocess
-import sys
-
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
-from conftest import FAST, ROOT, make_cfg
+from conftest import ROOT, cli, make_cfg
 from rotnet.run import run
 
 CONFIG = ROOT / "conf"
@@ -72,11 +69,6 @@ def test_stage_all_hands_over_and_writes_the_table(mnist_dir, tmp_path):
         assert f"| {stage} |" in table and ref in table
         assert (tmp_path / stage / "results.json").is_file()
     assert results["semi"]["val_acc"] is not None
-
-
-def cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "rotnet", *args, *FAST], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
 
 
 def test_cli_semi_without_pretrained_fails_clearly(mnist_dir, tmp_path):

@@ -1,0 +1,43 @@
+"""Range checks on the composed config, so bad values fail before any training starts."""
+from omegaconf import DictConfig
+
+from rotnet.data import SELECTIONS
+from rotnet.errors import RotnetError
+from rotnet.tasks import OPTIMIZERS, SCHEDULES
+
+
+def _fail(key: str, value, accepted: str):
+    raise RotnetError(f"{key}={value!r} is not accepted: {key} must be {accepted}. Fix the override (or preset) that sets it.")
+
+
+def _positive_int(key: str, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        _fail(key, value, "a whole number >= 1")
+
+
+def check_config(cfg: DictConfig) -> None:
+    data = cfg.data
+    _positive_int("data.labels_per_class", data.labels_per_class)
+    if data.label_selection not in SELECTIONS:
+        _fail("data.label_selection", data.label_selection, " or ".join(SELECTIONS))
+    if data.num_unlabeled is not None:
+        _positive_int("data.num_unlabeled", data.num_unlabeled)
+    if not isinstance(data.val_fraction, (int, float)) or not 0 < data.val_fraction < 1:
+        _fail("data.val_fraction", data.val_fraction, "a number strictly between 0 and 1")
+    _positive_int("data.eval_batch_size", data.eval_batch_size)
+    freeze = cfg.model.freeze_blocks
+    if isinstance(freeze, bool) or not isinstance(freeze, int) or not 0 <= freeze <= 3:
+        _fail("model.freeze_blocks", freeze, "0, 1, 2 or 3 (how many of the three NIN blocks stay frozen)")
+    for stage in ("pretext", "semi", "baseline"):
+        recipe = cfg[stage]
+        for key in ("epochs", "batch_size", "val_every"):
+            _positive_int(f"{stage}.{key}", recipe[key])
+        if isinstance(recipe.lr, bool) or not isinstance(recipe.lr, (int, float)) or not recipe.lr > 0:
+            _fail(f"{stage}.lr", recipe.lr, "a learning rate > 0")
+        if recipe.optimizer not in OPTIMIZERS:
+            _fail(f"{stage}.optimizer", recipe.optimizer, " or ".join(OPTIMIZERS))
+        if recipe.schedule not in SCHEDULES:
+            _fail(f"{stage}.schedule", recipe.schedule, " or ".join(SCHEDULES))
+    _positive_int("checkpoint_every_n_steps", cfg.checkpoint_every_n_steps)
+    if cfg.trainer.max_epochs is not None:
+        _positive_int("trainer.max_epochs", cfg.trainer.max_epochs)

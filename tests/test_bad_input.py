@@ -1,0 +1,91 @@
+"""Bad input: a one-paragraph error before any training, a non-zero exit, nothing written."""
+import pytest
+
+from conftest import cli, make_cfg
+from rotnet.errors import RotnetError
+from rotnet.mnist_files import MNISTFileError
+from rotnet.run import run
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("data.labels_per_class=0", "data.labels_per_class=0"),
+        ("data.labels_per_class=24", "smallest class"),  # 24 per class in the fixture: none left unlabeled
+        ("data.num_unlabeled=0", "data.num_unlabeled=0"),
+        ("data.num_unlabeled=100000", "larger than the unlabeled pool"),
+        ("data.val_fraction=0", "data.val_fraction=0"),
+        ("data.val_fraction=1.5", "data.val_fraction=1.5"),
+        ("data.label_selection=last", "random or first"),
+        ("model.freeze_blocks=4", "model.freeze_blocks=4"),
+        ("model.freeze_blocks=-1", "model.freeze_blocks=-1"),
+        ("pretext.lr=0", "pretext.lr=0"),
+        ("semi.lr=-0.1", "semi.lr=-0.1"),
+        ("baseline.batch_size=0", "baseline.batch_size=0"),
+        ("pretext.batch_size=-8", "pretext.batch_size=-8"),
+        ("semi.optimizer=lbfgs", "sgd or adam or adamw"),
+        ("resume=/no/such.ckpt", "does not exist"),
+    ],
+)
+def test_bad_values_fail_before_training(override, named, mnist_dir, tmp_path):
+    with pytest.raises(RotnetError, match=named.replace(".", r"\.").replace("+", r"\+")) as err:
+        run(make_cfg(mnist_dir, tmp_path / "run", "stage=pretext", override))
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_with_stage_all_is_refused(mnist_dir, pretext_ckpt, tmp_path):
+    with pytest.raises(RotnetError, match="one stage at a time"):
+        run(make_cfg(mnist_dir, tmp_path / "run", "stage=all", f"resume={pretext_ckpt}"))
+
+
+def test_damaged_mnist_fails_before_training(tmp_path):
+    from conftest import write_mnist
+
+    folder = write_mnist(tmp_path / "mnist", gz_train=False)
+    labels = folder / "train-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes()[:50])
+    with pytest.raises(MNISTFileError, match="train-labels-idx1-ubyte"):
+        run(make_cfg(folder, tmp_path / "run", "stage=baseline"))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["stage=finetune"], "finetune"),
+        (["experiment=huge"], "huge"),
+        (["data.labels_per_clas=5"], "labels_per_clas"),
+        (["model.freeze_blocks=7"], "model.freeze_blocks=7"),
+    ],
+)
+def test_cli_bad_input_is_one_clear_paragraph(args, named, mnist_dir, tmp_path):
+    proc = cli(*args, f"data.dir={mnist_dir}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert named in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_cli_corrupt_pretrained_checkpoint(mnist_dir, tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    proc = cli("stage=semi", f"pretrained={bad}", f"data.dir={mnist_dir}", f"hydra.run.dir={tmp_path / 'run'}",
+               cwd=tmp_path)
+    assert proc.returncode == 2 and "truncated or corrupt" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_non_finite_loss_stops_with_stage_and_step(mnist_dir, tmp_path, monkeypatch):
+    import rotnet.tasks
+
+    real = rotnet.tasks.F.cross_entropy
+    calls = []
+
+    def poisoned(logits, y):
+        calls.append(1)
+        return real(logits, y) * (float("nan") if len(calls) >= 3 else 1.0)
+
+    monkeypatch.setattr(rotnet.tasks.F, "cross_entropy", poisoned)
+    cfg = make_cfg(mnist_dir, tmp_path, "stage=baseline", "trainer.max_epochs=2", "trainer.num_sanity_val_steps=0")
+    with pytest.raises(RotnetError, match=r"stage=baseline stopped: the training loss became nan at step 2") as err:
+        run(cfg)
+    assert "lr" in str(err.value) and "gradient_clip_val" in str(err.value)
