@@ -19,7 +19,7 @@ def checkpoint_state(path: str, key: str) -> dict[str, torch.Tensor]:
         return torch.load(file, map_location="cpu", weights_only=True)["state_dict"]
     except Exception as err:
         raise RotnetError(
-            f"{key}='{path}' is not a readable Lightning checkpoint ({type(err).__name__}: {err}). "
+            f"{key}='{path}' is not a readable Lightning checkpoint (torch.load raised {type(err).__name__}). "
             "It may be truncated or corrupt: point it at another run's checkpoints/last.ckpt."
         ) from err
 
