@@ -15,7 +15,6 @@ from rotnet.errors import RotnetError
 from rotnet.mnist_files import load_mnist
 
 MEAN, STD = 0.1307, 0.3081
-TASKS = ("rotation", "classification")
 SELECTIONS = ("random", "first")
 
 
@@ -97,7 +96,7 @@ class TensorSlices(torch.utils.data.Dataset):
 class IndexBatches(torch.utils.data.Sampler):
     """Batches of indices, reshuffled each epoch from (seed, epoch) and sharded across ranks.
 
-    ``skip`` (called at each epoch's start) gives how many batches of this epoch were already
+    ``skip`` (asked at each epoch's first batch) gives how many batches of this epoch were already
     trained, so a run resumed from a mid-epoch checkpoint sees exactly the batches it missed.
     """
 
@@ -197,6 +196,16 @@ class MNISTDataModule(L.LightningDataModule):
     def train_dataloader(self):
         return self._loader(self.train_set, self.hparams.batch_size, shuffle=True, skip=self._batches_done)
 
+    def val_dataloader(self):
+        return self._loader(self.val_set, self._eval_batch(), shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader(self.test_set, self._eval_batch(), shuffle=False)
+
+    def _eval_batch(self) -> int:
+        # A rotation batch becomes four times larger on the device.
+        return max(1, self.hparams.eval_batch_size // (4 if self.task == "rotation" else 1))
+
     def _batches_done(self) -> int:
         """Batches of the current epoch already trained: non-zero only right after a mid-epoch resume."""
         trainer = self.trainer
@@ -216,16 +225,6 @@ class MNISTDataModule(L.LightningDataModule):
             if self._augment_rng_state is not None:
                 self._augment_rng.set_state(self._augment_rng_state)
         return self._augment_rng
-
-    def val_dataloader(self):
-        return self._loader(self.val_set, self._eval_batch(), shuffle=False)
-
-    def test_dataloader(self):
-        return self._loader(self.test_set, self._eval_batch(), shuffle=False)
-
-    def _eval_batch(self) -> int:
-        # A rotation batch becomes four times larger on the device.
-        return self.hparams.eval_batch_size // (4 if self.task == "rotation" else 1)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x = batch[0].float() / 255.0
