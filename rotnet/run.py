@@ -7,6 +7,7 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from rotnet.checkpointing import AtomicCheckpointIO, SaveOnInterrupt
@@ -113,8 +114,10 @@ def run(cfg: DictConfig) -> dict[str, dict]:
     """Run ``cfg.stage`` (one stage, or all three in order); return each stage's results."""
     check_before_training(cfg)
     out = Path(cfg.run_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)
+    writer = rank_zero_only.rank == 0  # under DDP every rank runs this; one writes the run-level files
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)
     stages = STAGES if cfg.stage == "all" else (cfg.stage,)
     pretrained, results = cfg.pretrained, {}
     for stage in stages:
@@ -122,7 +125,7 @@ def run(cfg: DictConfig) -> dict[str, dict]:
         results[stage] = run_stage(cfg, stage, stage_out, pretrained)
         if stage == "pretext":
             pretrained = results[stage]["checkpoint"]
-    if cfg.stage == "all":
+    if cfg.stage == "all" and writer:
         table = results_table(results)
         (out / "results.md").write_text(table)
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
