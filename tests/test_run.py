@@ -100,3 +100,8 @@ def test_cli_multirun_sweep_one_dir_per_job(mnist_dir, tmp_path):
     (sweep,) = list((tmp_path / "outputs" / "multirun").iterdir())
     seeds = sorted(read_results(sweep / str(n))["seed"] for n in (0, 1))
     assert seeds == [0, 1]
+    from rotnet.report import write_summary
+
+    write_summary(sweep)
+    lines = (sweep / "summary.csv").read_text().splitlines()
+    assert lines[0] == "stage,labels_per_class,n,mean,std" and lines[1].startswith("baseline,10,2,")
