@@ -6,7 +6,6 @@ from pathlib import Path
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -51,7 +50,7 @@ def run_stage(cfg: DictConfig, stage: str, out: Path, pretrained: str | None) ->
         max_epochs=cfg.trainer.max_epochs or recipe.epochs,
         check_val_every_n_epoch=recipe.val_every,
         default_root_dir=str(out),
-        logger=CSVLogger(str(out), name="", version=""),
+        logger=[instantiate(logger, save_dir=str(out)) for logger in cfg.logger.values()],
         callbacks=[checkpoint, SaveOnInterrupt(ckpt_path)],
         plugins=[AtomicCheckpointIO()],
     )

@@ -105,3 +105,10 @@ def test_cli_multirun_sweep_one_dir_per_job(mnist_dir, tmp_path):
     write_summary(sweep)
     lines = (sweep / "summary.csv").read_text().splitlines()
     assert lines[0] == "stage,labels_per_class,n,mean,std" and lines[1].startswith("baseline,10,2,")
+
+
+def test_tensorboard_logger_by_one_override(mnist_dir, tmp_path):
+    pytest.importorskip("tensorboard")
+    run(make_cfg(mnist_dir, tmp_path, "stage=baseline", "logger=tensorboard", "trainer.max_epochs=1",
+                 "baseline.val_every=1"))
+    assert list(tmp_path.glob("events.out.tfevents.*")) and (tmp_path / "metrics.csv").is_file()
