@@ -28,6 +28,9 @@ def check_config(cfg: DictConfig) -> None:
     freeze = cfg.model.freeze_blocks
     if isinstance(freeze, bool) or not isinstance(freeze, int) or not 0 <= freeze <= 3:
         _fail("model.freeze_blocks", freeze, "0, 1, 2 or 3 (how many of the three NIN blocks stay frozen)")
+    scale = cfg.model.backbone_lr_scale
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        _fail("model.backbone_lr_scale", scale, "a factor > 0 (1.0: the same lr as the head)")
     for stage in ("pretext", "semi", "baseline"):
         recipe = cfg[stage]
         for key in ("epochs", "batch_size", "val_every"):

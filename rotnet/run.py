@@ -27,8 +27,10 @@ def build_module(cfg: DictConfig, stage: str):
     )
     if stage == "pretext":
         return RotationTask(**optim)
-    freeze = cfg.model.freeze_blocks if stage == "semi" else 0
-    return ClassifierTask(freeze_blocks=freeze, **optim)
+    if stage == "semi":
+        return ClassifierTask(freeze_blocks=cfg.model.freeze_blocks, backbone_lr_scale=cfg.model.backbone_lr_scale,
+                              **optim)
+    return ClassifierTask(freeze_blocks=0, **optim)
 
 
 def run_stage(cfg: DictConfig, stage: str, out: Path, pretrained: str | None) -> dict:

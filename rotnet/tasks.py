@@ -56,12 +56,12 @@ class _Task(L.LightningModule):
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
 
-    def trainable_parameters(self):
-        return [p for p in self.parameters() if p.requires_grad]
+    def param_groups(self, lr: float) -> list[dict]:
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
 
     def configure_optimizers(self):
         hp = self.hparams
-        params = self.trainable_parameters()
+        params = self.param_groups(hp.lr)
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov, weight_decay=hp.weight_decay)
         else:
@@ -90,12 +90,18 @@ class ClassifierTask(_Task):
     n_classes = 10
 
     def __init__(self, freeze_blocks=0, optimizer="adam", lr=1e-3, momentum=0.9, nesterov=False,
-                 weight_decay=5e-4, schedule="cosine", channels_last=True):
+                 weight_decay=5e-4, schedule="cosine", channels_last=True, backbone_lr_scale=1.0):
         super().__init__(optimizer, lr, momentum, nesterov, weight_decay, schedule, channels_last)
         self.save_hyperparameters()
         for block in self.frozen_blocks():
             block.requires_grad_(False)
         self.train()  # Lightning keeps the modes modules already have, so set them from the start
+
+    def param_groups(self, lr: float) -> list[dict]:
+        # Pretrained blocks that are fine-tuned can learn more slowly than the new head.
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        groups = [{"params": list(self.head.parameters()), "lr": lr}]
+        return groups + ([{"params": backbone, "lr": lr * self.hparams.backbone_lr_scale}] if backbone else [])
 
     def frozen_blocks(self):
         return list(self.backbone.blocks[: self.hparams.freeze_blocks])

@@ -24,6 +24,7 @@ from rotnet.run import run
         ("baseline.batch_size=0", "baseline.batch_size=0"),
         ("pretext.batch_size=-8", "pretext.batch_size=-8"),
         ("semi.optimizer=lbfgs", "sgd or adam or adamw"),
+        ("model.backbone_lr_scale=0", "model.backbone_lr_scale=0"),
         ("resume=/no/such.ckpt", "does not exist"),
     ],
 )

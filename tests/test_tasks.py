@@ -90,3 +90,12 @@ def test_bad_pretrained_paths(pretext_ckpt, tmp_path):
 def test_checkpoint_reloads_from_plain_hyperparameters(pretext_ckpt):
     module = RotationTask.load_from_checkpoint(pretext_ckpt, map_location="cpu", weights_only=True)
     assert module.hparams.optimizer == "sgd" and module.n_classes == 4
+
+
+def test_fine_tuned_pretrained_blocks_get_their_own_learning_rate():
+    module = ClassifierTask(freeze_blocks=1, lr=1e-3, backbone_lr_scale=0.1, schedule="constant")
+    head, backbone = module.param_groups(1e-3)
+    assert head["lr"] == 1e-3 and backbone["lr"] == pytest.approx(1e-4)
+    trunk = {id(p) for p in backbone["params"]}
+    assert trunk == {id(p) for b in module.backbone.blocks[1:] for p in b.parameters()}
+    assert len(ClassifierTask(freeze_blocks=3).param_groups(1e-3)) == 1  # nothing left to fine-tune
