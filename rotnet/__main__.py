@@ -2,6 +2,7 @@
 import logging
 import os
 import sys
+import warnings
 
 import hydra
 from omegaconf import DictConfig
@@ -15,6 +16,9 @@ def main(cfg: DictConfig) -> None:
     from rotnet.run import run
 
     logging.getLogger("lightning.pytorch").propagate = False  # Lightning prints its own lines once
+    # Hydra's files are already in the run directory; the CSV logger deletes nothing of theirs.
+    warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # inside Lightning
     try:
         run(cfg)
     except (RotnetError, MNISTFileError) as err:
