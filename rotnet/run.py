@@ -13,6 +13,7 @@ from rotnet.checkpointing import AtomicCheckpointIO, SaveOnInterrupt
 from rotnet.checks import check_config
 from rotnet.errors import RotnetError
 from rotnet.handoff import checkpoint_state, load_pretext_backbone, pretext_backbone_state
+from rotnet.plots import save_run_figures
 from rotnet.report import results_table
 from rotnet.tasks import ClassifierTask, NonFiniteLossError, RotationTask
 
@@ -88,6 +89,7 @@ def run_stage(cfg: DictConfig, stage: str, out: Path, pretrained: str | None) ->
         out.mkdir(parents=True, exist_ok=True)
         (out / "labeled_indices.json").write_text(json.dumps(dm.labeled_indices.tolist()))
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        save_run_figures(out, stage, module)
     return results
 
 

@@ -2,7 +2,7 @@
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from rotnet.nin import NIN, PooledLinear
 
@@ -26,6 +26,8 @@ class _Task(L.LightningModule):
         self.train_acc = MulticlassAccuracy(self.n_classes, average="micro")
         self.val_acc = MulticlassAccuracy(self.n_classes, average="micro")
         self.test_acc = MulticlassAccuracy(self.n_classes, average="micro")
+        self.test_confusion = MulticlassConfusionMatrix(self.n_classes)
+        self.test_examples: dict[str, torch.Tensor] = {}  # a few test images with predictions, for plots
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -34,9 +36,9 @@ class _Task(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.head(self.backbone(x))
 
-    def _step(self, batch, split: str) -> torch.Tensor:
+    def _step(self, batch, split: str, logits: torch.Tensor | None = None) -> torch.Tensor:
         x, y = batch
-        logits = self(x)
+        logits = self(x) if logits is None else logits
         loss = F.cross_entropy(logits.float(), y)
         if split == "train" and not torch.isfinite(loss):
             raise NonFiniteLossError(f"the training loss became {loss.item()} at step {self.global_step}")
@@ -54,7 +56,18 @@ class _Task(L.LightningModule):
         self._step(batch, "val")
 
     def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
+        x, y = batch
+        logits = self(x)
+        self.test_confusion.update(logits, y)
+        if batch_idx == 0:
+            # Evenly spaced samples: a rotation batch holds each rotation in its own quarter.
+            pick = torch.linspace(0, len(y) - 1, min(64, len(y)), device=y.device).long()
+            self.test_examples = {"x": x[pick].float().cpu(), "pred": logits[pick].argmax(1).cpu(), "y": y[pick].cpu()}
+        self._step(batch, "test", logits)
+
+    def on_test_epoch_end(self):
+        # Computed here, on every rank (the reduction is collective), for the plots rank 0 draws.
+        self.test_confusion_matrix = self.test_confusion.compute().cpu()
 
     def param_groups(self, lr: float) -> list[dict]:
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]

@@ -56,6 +56,8 @@ def test_pretext_epoch_writes_metrics_and_checkpoint(pretext_ckpt):
     assert {"train/loss_epoch", "train/acc", "val/acc", "test/acc"} <= set(header)
     assert read_results(out)["epochs"] == 1
     assert (out / "config_resolved.yaml").is_file()
+    for figure in ("learning_curves.png", "confusion_matrix.png", "rotation_examples.png"):
+        assert (out / figure).stat().st_size > 10_000, figure
 
 
 def test_stage_all_hands_over_and_writes_the_table(mnist_dir, tmp_path):

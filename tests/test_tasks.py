@@ -99,3 +99,13 @@ def test_fine_tuned_pretrained_blocks_get_their_own_learning_rate():
     trunk = {id(p) for p in backbone["params"]}
     assert trunk == {id(p) for b in module.backbone.blocks[1:] for p in b.parameters()}
     assert len(ClassifierTask(freeze_blocks=3).param_groups(1e-3)) == 1  # nothing left to fine-tune
+
+
+def test_test_confusion_matrix_counts_every_test_image(mnist_dir):
+    dm = MNISTDataModule(dir=str(mnist_dir), download=False, task="rotation", eval_batch_size=64)
+    module = RotationTask()
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    trainer.test(module, datamodule=dm, verbose=False)
+    assert module.test_confusion_matrix.shape == (4, 4)
+    assert module.test_confusion_matrix.sum(1).tolist() == [60, 60, 60, 60]  # 60 test images per rotation
+    assert torch.bincount(module.test_examples["y"]).tolist() == [16] * 4  # every rotation in the example grid
