@@ -31,7 +31,7 @@ def check_config(cfg: DictConfig) -> None:
     scale = cfg.model.backbone_lr_scale
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
         _fail("model.backbone_lr_scale", scale, "a factor > 0 (1.0: the same lr as the head)")
-    for stage in ("pretext", "semi", "baseline"):
+    for stage in ("pretext", "semi", "baseline", "probe"):
         recipe = cfg[stage]
         for key in ("epochs", "batch_size", "val_every"):
             _positive_int(f"{stage}.{key}", recipe[key])

@@ -28,7 +28,7 @@ def pretext_backbone_state(path: str | None) -> dict[str, torch.Tensor]:
     """The backbone weights of a pretext (rotation) checkpoint, or a clear error saying why not."""
     if not path:
         raise RotnetError(
-            "stage=semi needs a pretext checkpoint: set pretrained=<path to a pretext run's "
+            "stage=semi (and stage=probe) needs a pretext checkpoint: set pretrained=<path to a pretext run's "
             "checkpoints/last.ckpt>, or run stage=all, which trains one and hands it over."
         )
     state = checkpoint_state(path, "pretrained")

@@ -56,8 +56,9 @@ class NIN(nn.Module):
             feats.append(x)
         return feats
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
+    def forward(self, x: torch.Tensor, blocks: int = 3) -> torch.Tensor:
+        """The output of block ``blocks`` (the last one by default)."""
+        for block in self.blocks[:blocks]:
             x = block(x)
         return x
 

@@ -18,7 +18,7 @@ MEASURES = {
     "semi": "digit accuracy, test set (10,000)",
     "baseline": "digit accuracy, test set (10,000)",
 }
-STAGE_ORDER = {"pretext": 0, "semi": 1, "baseline": 2}
+STAGE_ORDER = {"pretext": 0, "semi": 1, "baseline": 2, "probe_block1": 3, "probe_block2": 4, "probe_block3": 5}
 # Keys that differ between runs without being an experimental condition.
 NOT_CONDITIONS = {"seed", "run_dir", "pretrained", "resume", "stage"}
 

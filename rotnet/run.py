@@ -18,9 +18,10 @@ from rotnet.report import results_table
 from rotnet.tasks import ClassifierTask, NonFiniteLossError, RotationTask
 
 STAGES = ("pretext", "semi", "baseline")
+PRETRAINED = ("semi", "probe")  # stages that start from a pretext checkpoint
 
 
-def build_module(cfg: DictConfig, stage: str):
+def build_module(cfg: DictConfig, stage: str, feature_block: int = 3):
     recipe = cfg[stage]
     optim = dict(
         optimizer=recipe.optimizer, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
@@ -31,17 +32,19 @@ def build_module(cfg: DictConfig, stage: str):
     if stage == "semi":
         return ClassifierTask(freeze_blocks=cfg.model.freeze_blocks, backbone_lr_scale=cfg.model.backbone_lr_scale,
                               **optim)
+    if stage == "probe":  # a linear classifier on the frozen, pooled output of one pretext block
+        return ClassifierTask(freeze_blocks=3, feature_block=feature_block, **optim)
     return ClassifierTask(freeze_blocks=0, **optim)
 
 
-def run_stage(cfg: DictConfig, stage: str, out: Path, pretrained: str | None) -> dict:
+def run_stage(cfg: DictConfig, stage: str, out: Path, pretrained: str | None, feature_block: int = 3) -> dict:
     recipe = cfg[stage]
     start = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     task = "rotation" if stage == "pretext" else "classification"
     dm = instantiate(cfg.data, task=task, batch_size=recipe.batch_size, seed=cfg.seed)
-    module = build_module(cfg, stage)
-    if stage == "semi":
+    module = build_module(cfg, stage, feature_block)
+    if stage in PRETRAINED:
         load_pretext_backbone(module, pretrained)
     ckpt_path = out / "checkpoints" / "last.ckpt"
     checkpoint = ModelCheckpoint(  # mid-run copies to resume from; the final weights are saved after fit
@@ -69,7 +72,7 @@ def run_stage(cfg: DictConfig, stage: str, out: Path, pretrained: str | None) ->
     val_acc = _metric(trainer, "val/acc")
     tested = trainer.test(module, datamodule=dm, verbose=False)[0]
     results = {
-        "stage": stage,
+        "stage": f"probe_block{feature_block}" if stage == "probe" else stage,
         "seed": cfg.seed,
         "test_acc": float(tested["test/acc"]),
         "test_loss": float(tested["test/loss"]),
@@ -83,7 +86,7 @@ def run_stage(cfg: DictConfig, stage: str, out: Path, pretrained: str | None) ->
         "freeze_blocks": module.hparams.get("freeze_blocks", 0),
         "precision": str(trainer.precision),
         "checkpoint": str(ckpt_path),
-        "pretrained": pretrained if stage == "semi" else None,
+        "pretrained": pretrained if stage in PRETRAINED else None,
     }
     if trainer.is_global_zero:
         out.mkdir(parents=True, exist_ok=True)
@@ -102,7 +105,7 @@ def check_before_training(cfg: DictConfig) -> None:
     """Fail on bad input before any stage spends time training or writes anything."""
     check_config(cfg)
     instantiate(cfg.data, task="classification", seed=cfg.seed).setup()  # data files, label budget, pool
-    if cfg.stage == "semi":
+    if cfg.stage in PRETRAINED:
         pretext_backbone_state(cfg.pretrained)
     if cfg.resume is not None:
         if cfg.stage == "all":
@@ -114,20 +117,23 @@ def check_before_training(cfg: DictConfig) -> None:
 
 
 def run(cfg: DictConfig) -> dict[str, dict]:
-    """Run ``cfg.stage`` (one stage, or all three in order); return each stage's results."""
+    """Run ``cfg.stage`` (one stage, all three in order, or the three block probes); return each one's results."""
     check_before_training(cfg)
     out = Path(cfg.run_dir)
     writer = rank_zero_only.rank == 0  # under DDP every rank runs this; one writes the run-level files
     if writer:
         out.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)
-    stages = STAGES if cfg.stage == "all" else (cfg.stage,)
     pretrained, results = cfg.pretrained, {}
-    for stage in stages:
-        stage_out = out / stage if cfg.stage == "all" else out
-        results[stage] = run_stage(cfg, stage, stage_out, pretrained)
-        if stage == "pretext":
-            pretrained = results[stage]["checkpoint"]
+    if cfg.stage == "probe":
+        for block in (1, 2, 3):
+            results[f"probe_block{block}"] = run_stage(cfg, "probe", out / f"block{block}", pretrained, block)
+    else:
+        for stage in STAGES if cfg.stage == "all" else (cfg.stage,):
+            stage_out = out / stage if cfg.stage == "all" else out
+            results[stage] = run_stage(cfg, stage, stage_out, pretrained)
+            if stage == "pretext":
+                pretrained = results[stage]["checkpoint"]
     if cfg.stage == "all" and writer:
         table = results_table(results)
         (out / "results.md").write_text(table)

@@ -19,10 +19,11 @@ class _Task(L.LightningModule):
 
     n_classes: int
 
-    def __init__(self, optimizer, lr, momentum, nesterov, weight_decay, schedule, channels_last):
+    def __init__(self, optimizer, lr, momentum, nesterov, weight_decay, schedule, channels_last, feature_block=3):
         super().__init__()
+        self.feature_block = feature_block  # the head reads this block's output
         self.backbone = NIN()
-        self.head = PooledLinear(self.backbone.out_channels[-1], self.n_classes)
+        self.head = PooledLinear(self.backbone.out_channels[feature_block - 1], self.n_classes)
         self.train_acc = MulticlassAccuracy(self.n_classes, average="micro")
         self.val_acc = MulticlassAccuracy(self.n_classes, average="micro")
         self.test_acc = MulticlassAccuracy(self.n_classes, average="micro")
@@ -34,7 +35,7 @@ class _Task(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.head(self.backbone(x))
+        return self.head(self.backbone(x, self.feature_block))
 
     def _step(self, batch, split: str, logits: torch.Tensor | None = None) -> torch.Tensor:
         x, y = batch
@@ -103,8 +104,8 @@ class ClassifierTask(_Task):
     n_classes = 10
 
     def __init__(self, freeze_blocks=0, optimizer="adam", lr=1e-3, momentum=0.9, nesterov=False,
-                 weight_decay=5e-4, schedule="cosine", channels_last=True, backbone_lr_scale=1.0):
-        super().__init__(optimizer, lr, momentum, nesterov, weight_decay, schedule, channels_last)
+                 weight_decay=5e-4, schedule="cosine", channels_last=True, backbone_lr_scale=1.0, feature_block=3):
+        super().__init__(optimizer, lr, momentum, nesterov, weight_decay, schedule, channels_last, feature_block)
         self.save_hyperparameters()
         for block in self.frozen_blocks():
             block.requires_grad_(False)

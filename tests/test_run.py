@@ -9,7 +9,7 @@ from rotnet.run import run
 CONFIG = ROOT / "conf"
 
 
-@pytest.mark.parametrize("stage", ["pretext", "semi", "baseline", "all"])
+@pytest.mark.parametrize("stage", ["pretext", "semi", "baseline", "all", "probe"])
 @pytest.mark.parametrize("experiment", [None, "quick", "reference"])
 def test_every_stage_and_preset_composes(stage, experiment, tmp_path):
     preset = [f"experiment={experiment}"] if experiment else []
@@ -114,3 +114,18 @@ def test_tensorboard_logger_by_one_override(mnist_dir, tmp_path):
     run(make_cfg(mnist_dir, tmp_path, "stage=baseline", "logger=tensorboard", "trainer.max_epochs=1",
                  "baseline.val_every=1"))
     assert list(tmp_path.glob("events.out.tfevents.*")) and (tmp_path / "metrics.csv").is_file()
+
+
+def test_probe_stage_fits_one_linear_head_per_frozen_block(mnist_dir, pretext_ckpt, tmp_path):
+    import torch
+
+    results = run(make_cfg(mnist_dir, tmp_path, "stage=probe", f"pretrained={pretext_ckpt}", "trainer.max_epochs=1"))
+    assert list(results) == ["probe_block1", "probe_block2", "probe_block3"]
+    pretext = torch.load(pretext_ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    for block, width in ((1, 96), (2, 192), (3, 192)):
+        assert read_results(tmp_path / f"block{block}")["stage"] == f"probe_block{block}"
+        probe = torch.load(tmp_path / f"block{block}" / "checkpoints" / "last.ckpt", map_location="cpu",
+                           weights_only=True)["state_dict"]
+        assert probe["head.2.weight"].shape == (10, width)
+        trunk = [k for k in pretext if k.startswith("backbone.")]
+        assert all(torch.equal(probe[k], pretext[k]) for k in trunk), "a probe changed the frozen backbone"
