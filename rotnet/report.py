@@ -69,9 +69,9 @@ def find_runs(root: Path) -> list[tuple[dict, dict]]:
 
 
 def summarize(runs: list[tuple[dict, dict]]) -> tuple[list[str], list[dict]]:
-    """Swept keys (those whose value differs between runs), and one row per stage x condition."""
+    """Swept keys (those whose value differs between the runs that have them), and one row per stage x condition."""
     keys = set().union(*(flat for _, flat in runs)) - NOT_CONDITIONS
-    swept = sorted(k for k in keys if len({json.dumps(flat.get(k)) for _, flat in runs}) > 1)
+    swept = sorted(k for k in keys if len({json.dumps(flat[k]) for _, flat in runs if k in flat}) > 1)
     swept = [k for k in swept if k != "data.labels_per_class"]
     groups: dict[tuple, list[float]] = {}
     for results, flat in runs:

@@ -7,10 +7,10 @@ from omegaconf import OmegaConf
 from rotnet import report
 
 
-def fake_run(folder, stage, seed, labels, acc, lr=1e-3):
+def fake_run(folder, stage, seed, labels, acc, lr=1e-3, extra=None):
     folder.mkdir(parents=True)
     cfg = {"seed": seed, "stage": stage, "run_dir": str(folder), "data": {"labels_per_class": labels},
-           "semi": {"lr": lr}}
+           "semi": {"lr": lr}, **(extra or {})}
     OmegaConf.save(OmegaConf.create(cfg), folder / "config_resolved.yaml")
     results = {"stage": stage, "seed": seed, "labels_per_class": labels, "test_acc": acc}
     (folder / "results.json").write_text(json.dumps(results))
@@ -21,7 +21,7 @@ def test_summary_groups_by_stage_labels_and_swept_keys(tmp_path):
     for seed, acc in accs.items():
         fake_run(tmp_path / f"a{seed}", "semi", seed, 10, acc)
         fake_run(tmp_path / f"b{seed}", "semi", seed, 10, acc - 0.1, lr=1e-2)
-        fake_run(tmp_path / f"c{seed}", "baseline", seed, 1, 0.5)
+        fake_run(tmp_path / f"c{seed}", "baseline", seed, 1, 0.5, extra={"probe": {"lr": 1e-3}})  # newer config
     table = report.write_summary(tmp_path)
     swept, rows = report.summarize(report.find_runs(tmp_path))
     assert swept == ["semi.lr"]
