@@ -108,10 +108,11 @@ def check_before_training(cfg: DictConfig) -> None:
     if cfg.stage in PRETRAINED:
         pretext_backbone_state(cfg.pretrained)
     if cfg.resume is not None:
-        if cfg.stage == "all":
+        if cfg.stage in ("all", "probe"):
             raise RotnetError(
-                "resume= works with one stage at a time: rerun the interrupted stage (stage=pretext, semi or "
-                "baseline) with the same overrides plus resume=<its checkpoints/last.ckpt>."
+                f"resume= works with one training run at a time, and stage={cfg.stage} makes several: rerun the "
+                "interrupted stage (stage=pretext, semi or baseline) with the same overrides plus "
+                "resume=<its checkpoints/last.ckpt>."
             )
         checkpoint_state(cfg.resume, "resume")
 

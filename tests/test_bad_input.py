@@ -35,9 +35,10 @@ def test_bad_values_fail_before_training(override, named, mnist_dir, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_resume_with_stage_all_is_refused(mnist_dir, pretext_ckpt, tmp_path):
-    with pytest.raises(RotnetError, match="one stage at a time"):
-        run(make_cfg(mnist_dir, tmp_path / "run", "stage=all", f"resume={pretext_ckpt}"))
+@pytest.mark.parametrize("stage", ["all", "probe"])
+def test_resume_of_a_multi_run_stage_is_refused(stage, mnist_dir, pretext_ckpt, tmp_path):
+    with pytest.raises(RotnetError, match="one training run at a time"):
+        run(make_cfg(mnist_dir, tmp_path / "run", f"stage={stage}", f"resume={pretext_ckpt}", f"pretrained={pretext_ckpt}"))
 
 
 def test_damaged_mnist_fails_before_training(tmp_path):
