@@ -42,5 +42,12 @@ def check_config(cfg: DictConfig) -> None:
         if recipe.schedule not in SCHEDULES:
             _fail(f"{stage}.schedule", recipe.schedule, " or ".join(SCHEDULES))
     _positive_int("checkpoint_every_n_steps", cfg.checkpoint_every_n_steps)
+    sweep = cfg.label_sweep
+    if not sweep.labels_per_class or not sweep.seeds:
+        _fail("label_sweep.labels_per_class/seeds", "[]", "non-empty lists")
+    for labels in sweep.labels_per_class:
+        _positive_int("label_sweep.labels_per_class", labels)
+    if not set(sweep.stages) <= {"semi", "baseline"} or not sweep.stages:
+        _fail("label_sweep.stages", list(sweep.stages), "a non-empty list of semi and/or baseline")
     if cfg.trainer.max_epochs is not None:
         _positive_int("trainer.max_epochs", cfg.trainer.max_epochs)

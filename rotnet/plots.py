@@ -88,3 +88,24 @@ def save_run_figures(out: Path, stage: str, module) -> list[Path]:
         rotation_examples(module.test_examples, out / "rotation_examples.png")
         saved.append(out / "rotation_examples.png")
     return saved
+
+
+def label_curve(rows: list[dict], out: Path) -> None:
+    """Test accuracy against labels per class (log axis), mean ± std over seeds, one line per stage."""
+    fig, ax = plt.subplots(figsize=(4.6, 3.3), constrained_layout=True)
+    for stage, marker in zip(dict.fromkeys(r["stage"] for r in rows), "osd^v"):
+        points = sorted((r["labels_per_class"], r["mean"], r["std"], r["n"]) for r in rows if r["stage"] == stage)
+        x, mean, std, n = zip(*points)
+        ax.errorbar(x, [100 * m for m in mean], yerr=[100 * s for s in std], marker=marker, capsize=3,
+                    linewidth=1.4, markersize=4, label=f"{stage} (n = {min(n)}" + (f"-{max(n)})" if max(n) > min(n) else ")"))
+    ax.set_xscale("log")
+    ticks = sorted({r["labels_per_class"] for r in rows})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("labeled images per class")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(frameon=False, loc="lower right")
+    ax.set_title("MNIST, mean ± std over label draws", fontsize=10)
+    fig.savefig(out, dpi=200)
+    plt.close(fig)

@@ -13,6 +13,7 @@ from rotnet.checkpointing import AtomicCheckpointIO, SaveOnInterrupt
 from rotnet.checks import check_config
 from rotnet.errors import RotnetError
 from rotnet.handoff import checkpoint_state, load_pretext_backbone, pretext_backbone_state
+from rotnet.label_sweep import run_label_sweep, sweep_configs
 from rotnet.plots import save_run_figures
 from rotnet.report import results_table
 from rotnet.tasks import ClassifierTask, NonFiniteLossError, RotationTask
@@ -104,11 +105,13 @@ def _metric(trainer: L.Trainer, name: str) -> float | None:
 def check_before_training(cfg: DictConfig) -> None:
     """Fail on bad input before any stage spends time training or writes anything."""
     check_config(cfg)
-    instantiate(cfg.data, task="classification", seed=cfg.seed).setup()  # data files, label budget, pool
+    points = [point for *_, point in sweep_configs(cfg)] if cfg.stage == "label_sweep" else [cfg]
+    for point in points:  # data files, label budget, pool
+        instantiate(point.data, task="classification", seed=point.seed).setup()
     if cfg.stage in PRETRAINED:
         pretext_backbone_state(cfg.pretrained)
     if cfg.resume is not None:
-        if cfg.stage in ("all", "probe"):
+        if cfg.stage in ("all", "probe", "label_sweep"):
             raise RotnetError(
                 f"resume= works with one training run at a time, and stage={cfg.stage} makes several: rerun the "
                 "interrupted stage (stage=pretext, semi or baseline) with the same overrides plus "
@@ -126,7 +129,9 @@ def run(cfg: DictConfig) -> dict[str, dict]:
         out.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, out / "config_resolved.yaml", resolve=True)
     pretrained, results = cfg.pretrained, {}
-    if cfg.stage == "probe":
+    if cfg.stage == "label_sweep":
+        results = run_label_sweep(cfg, out, run_stage)
+    elif cfg.stage == "probe":
         for block in (1, 2, 3):
             results[f"probe_block{block}"] = run_stage(cfg, "probe", out / f"block{block}", pretrained, block)
     else:

@@ -26,6 +26,7 @@ from rotnet.run import run
         ("semi.optimizer=lbfgs", "sgd or adam or adamw"),
         ("model.backbone_lr_scale=0", "model.backbone_lr_scale=0"),
         ("resume=/no/such.ckpt", "does not exist"),
+        ("label_sweep.stages=[pretext]", "semi and/or baseline"),
     ],
 )
 def test_bad_values_fail_before_training(override, named, mnist_dir, tmp_path):
@@ -91,3 +92,9 @@ def test_non_finite_loss_stops_with_stage_and_step(mnist_dir, tmp_path, monkeypa
     with pytest.raises(RotnetError, match=r"stage=baseline stopped: the training loss became nan at step 2") as err:
         run(cfg)
     assert "lr" in str(err.value) and "gradient_clip_val" in str(err.value)
+
+
+def test_label_sweep_checks_every_budget_before_training(mnist_dir, tmp_path):
+    with pytest.raises(RotnetError, match="data.labels_per_class=30 is too many"):
+        run(make_cfg(mnist_dir, tmp_path / "run", "stage=label_sweep", "label_sweep.labels_per_class=[1,30]"))
+    assert not (tmp_path / "run").exists()

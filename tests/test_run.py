@@ -9,7 +9,7 @@ from rotnet.run import run
 CONFIG = ROOT / "conf"
 
 
-@pytest.mark.parametrize("stage", ["pretext", "semi", "baseline", "all", "probe"])
+@pytest.mark.parametrize("stage", ["pretext", "semi", "baseline", "all", "probe", "label_sweep"])
 @pytest.mark.parametrize("experiment", [None, "quick", "reference"])
 def test_every_stage_and_preset_composes(stage, experiment, tmp_path):
     preset = [f"experiment={experiment}"] if experiment else []
@@ -129,3 +129,17 @@ def test_probe_stage_fits_one_linear_head_per_frozen_block(mnist_dir, pretext_ck
         assert probe["head.2.weight"].shape == (10, width)
         trunk = [k for k in pretext if k.startswith("backbone.")]
         assert all(torch.equal(probe[k], pretext[k]) for k in trunk), "a probe changed the frozen backbone"
+
+
+def test_label_sweep_trains_one_pretext_model_and_draws_the_curve(mnist_dir, tmp_path):
+    results = run(make_cfg(mnist_dir, tmp_path, "stage=label_sweep", "label_sweep.labels_per_class=[1,3]",
+                           "label_sweep.seeds=[0,1]", "trainer.max_epochs=1", "pretext.batch_size=16"))
+    assert list(results)[0] == "pretext" and len(results) == 1 + 2 * 2 * 2
+    checkpoint = results["pretext"]["checkpoint"]
+    assert all(r["pretrained"] == checkpoint for k, r in results.items() if k.startswith("semi/"))
+    assert results["baseline/labels3_seed1"]["labels_per_class"] == 3
+    assert len(json.loads((tmp_path / "semi" / "labels3_seed1" / "labeled_indices.json").read_text())) == 30
+    lines = (tmp_path / "summary.csv").read_text().splitlines()
+    assert [line.split(",")[:3] for line in lines[1:]] == [
+        ["pretext", "10", "1"], ["semi", "1", "2"], ["semi", "3", "2"], ["baseline", "1", "2"], ["baseline", "3", "2"]]
+    assert (tmp_path / "label_curve.png").stat().st_size > 10_000
