@@ -143,3 +143,14 @@ def test_label_sweep_trains_one_pretext_model_and_draws_the_curve(mnist_dir, tmp
     assert [line.split(",")[:3] for line in lines[1:]] == [
         ["pretext", "10", "1"], ["semi", "1", "2"], ["semi", "3", "2"], ["baseline", "1", "2"], ["baseline", "3", "2"]]
     assert (tmp_path / "label_curve.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("launcher, plugin", [("joblib", "hydra_plugins.hydra_joblib_launcher"),
+                                              ("submitit_local", "hydra_plugins.hydra_submitit_launcher")])
+def test_sweeps_through_hydra_launchers(launcher, plugin, mnist_dir, tmp_path):
+    pytest.importorskip(plugin)
+    proc = cli("-m", f"hydra/launcher={launcher}", "stage=baseline", "seed=0,1", f"data.dir={mnist_dir}",
+               "trainer.fast_dev_run=true", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (sweep,) = list((tmp_path / "outputs" / "multirun").iterdir())
+    assert sorted(read_results(sweep / str(n))["seed"] for n in (0, 1)) == [0, 1]
