@@ -19,6 +19,7 @@ def main(cfg: DictConfig) -> None:
     # Hydra's files are already in the run directory; the CSV logger deletes nothing of theirs.
     warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # inside Lightning
+    warnings.filterwarnings("ignore", message="Found .* module.* in eval mode")  # frozen blocks, on purpose
     try:
         run(cfg)
     except (RotnetError, MNISTFileError) as err:
