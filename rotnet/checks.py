@@ -10,8 +10,12 @@ def _fail(key: str, value, accepted: str):
     raise RotnetError(f"{key}={value!r} is not accepted: {key} must be {accepted}. Fix the override (or preset) that sets it.")
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _positive_int(key: str, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not _is_number(value) or not isinstance(value, int) or value < 1:
         _fail(key, value, "a whole number >= 1")
 
 
@@ -22,20 +26,20 @@ def check_config(cfg: DictConfig) -> None:
         _fail("data.label_selection", data.label_selection, " or ".join(SELECTIONS))
     if data.num_unlabeled is not None:
         _positive_int("data.num_unlabeled", data.num_unlabeled)
-    if not isinstance(data.val_fraction, (int, float)) or not 0 < data.val_fraction < 1:
+    if not _is_number(data.val_fraction) or not 0 < data.val_fraction < 1:
         _fail("data.val_fraction", data.val_fraction, "a number strictly between 0 and 1")
     _positive_int("data.eval_batch_size", data.eval_batch_size)
     freeze = cfg.model.freeze_blocks
-    if isinstance(freeze, bool) or not isinstance(freeze, int) or not 0 <= freeze <= 3:
+    if not _is_number(freeze) or not isinstance(freeze, int) or not 0 <= freeze <= 3:
         _fail("model.freeze_blocks", freeze, "0, 1, 2 or 3 (how many of the three NIN blocks stay frozen)")
     scale = cfg.model.backbone_lr_scale
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+    if not _is_number(scale) or not scale > 0:
         _fail("model.backbone_lr_scale", scale, "a factor > 0 (1.0: the same lr as the head)")
     for stage in ("pretext", "semi", "baseline", "probe"):
         recipe = cfg[stage]
         for key in ("epochs", "batch_size", "val_every"):
             _positive_int(f"{stage}.{key}", recipe[key])
-        if isinstance(recipe.lr, bool) or not isinstance(recipe.lr, (int, float)) or not recipe.lr > 0:
+        if not _is_number(recipe.lr) or not recipe.lr > 0:
             _fail(f"{stage}.lr", recipe.lr, "a learning rate > 0")
         if recipe.optimizer not in OPTIMIZERS:
             _fail(f"{stage}.optimizer", recipe.optimizer, " or ".join(OPTIMIZERS))

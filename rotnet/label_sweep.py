@@ -5,7 +5,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from rotnet.plots import label_curve
-from rotnet.report import summarize, find_runs, write_summary
+from rotnet.report import write_summary
 
 
 def sweep_configs(cfg: DictConfig):
@@ -28,7 +28,6 @@ def run_label_sweep(cfg: DictConfig, out: Path, run_stage) -> dict[str, dict]:
         for stage in cfg.label_sweep.stages:
             name = f"{stage}/labels{labels}_seed{seed}"
             results[name] = run_stage(point, stage, out / name, pretrained)
-    write_summary(out)
-    _, rows = summarize(find_runs(out))
+    _, rows = write_summary(out)
     label_curve([r for r in rows if r["stage"] in cfg.label_sweep.stages], out / "label_curve.png")
     return results

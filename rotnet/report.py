@@ -87,7 +87,8 @@ def summarize(runs: list[tuple[dict, dict]]) -> tuple[list[str], list[dict]]:
     return swept, rows
 
 
-def write_summary(root: Path) -> str:
+def write_summary(root: Path) -> tuple[str, list[dict]]:
+    """Write summary.csv and summary.md under ``root``; return the markdown table and its rows."""
     runs = find_runs(root)
     if not runs:
         raise SystemExit(f"rotnet.report: no results.json under '{root}'. Point it at a run or sweep directory.")
@@ -107,7 +108,7 @@ def write_summary(root: Path) -> str:
     lines += ["", "std is the sample standard deviation over the n runs (0 when n = 1).", ""]
     table = "\n".join(lines)
     (root / "summary.md").write_text(table)
-    return table
+    return table, rows
 
 
 def main(argv=None):
@@ -116,7 +117,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.dir.is_dir():
         sys.exit(f"rotnet.report: '{args.dir}' is not a directory. Point it at a run or sweep directory.")
-    print(write_summary(args.dir))
+    print(write_summary(args.dir)[0])
 
 
 if __name__ == "__main__":

@@ -41,11 +41,11 @@ class _Task(L.LightningModule):
         x, y = batch
         logits = self(x) if logits is None else logits
         loss = F.cross_entropy(logits.float(), y)
-        if split == "train" and not torch.isfinite(loss):
+        training = split == "train"
+        if training and not torch.isfinite(loss):
             raise NonFiniteLossError(f"the training loss became {loss.item()} at step {self.global_step}")
         acc = getattr(self, f"{split}_acc")
         acc(logits, y)
-        training = split == "train"
         self.log(f"{split}/loss", loss, on_step=training, on_epoch=True, prog_bar=training, sync_dist=not training, batch_size=len(y))
         self.log(f"{split}/acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss

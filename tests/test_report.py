@@ -22,7 +22,7 @@ def test_summary_groups_by_stage_labels_and_swept_keys(tmp_path):
         fake_run(tmp_path / f"a{seed}", "semi", seed, 10, acc)
         fake_run(tmp_path / f"b{seed}", "semi", seed, 10, acc - 0.1, lr=1e-2)
         fake_run(tmp_path / f"c{seed}", "baseline", seed, 1, 0.5, extra={"probe": {"lr": 1e-3}})  # newer config
-    table = report.write_summary(tmp_path)
+    table, _ = report.write_summary(tmp_path)
     swept, rows = report.summarize(report.find_runs(tmp_path))
     assert swept == ["semi.lr"]
     semi = next(r for r in rows if r["stage"] == "semi" and r["semi.lr"] == 1e-3)
