@@ -1,7 +1,8 @@
 """MNIST held as uint8 tensors: the labeled draw, the unlabeled pool, and batches of index slices.
 
-Rotations (pretext) and augmentation (labeled training) are made per batch, after the batch
-has been moved to the model's device, in ``on_after_batch_transfer``.
+Rotations (pretext) and augmentation (labeled training, and the weak and strong views of
+unlabeled images for self-training) are made per batch, after the batch has been moved to the
+model's device, in ``on_after_batch_transfer``.
 """
 import math
 from functools import lru_cache
@@ -16,6 +17,8 @@ from rotnet.mnist_files import load_mnist
 
 MEAN, STD = 0.1307, 0.3081
 SELECTIONS = ("random", "first")
+TASKS = ("rotation", "classification", "selftrain")
+STUDENT_VIEWS = ("strong", "weak", "same")  # selftrain: what the student sees of an unlabeled image
 
 
 def draw_labeled(labels: torch.Tensor, per_class: int, selection: str, seed: int) -> torch.Tensor:
@@ -68,16 +71,30 @@ def rotate_four(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rotated, labels
 
 
-def random_affine(x: torch.Tensor, shift: float, degrees: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Per-image random shift (pixels) and rotation (degrees), for a whole batch at once."""
+def random_affine(x: torch.Tensor, shift: float, degrees: float, generator: torch.Generator | None = None,
+                  scale: float = 0.0) -> torch.Tensor:
+    """Per-image random shift (pixels), rotation (degrees) and zoom (1 ± scale), for a whole batch at once."""
     n, _, h, w = x.shape
     angle = (torch.rand(n, device=x.device, generator=generator) * 2 - 1) * math.radians(degrees)
     t = torch.rand(n, 2, device=x.device, generator=generator) * 2 - 1
     t = t * (2 * shift / torch.tensor([w, h], device=x.device))
-    cos, sin = torch.cos(angle), torch.sin(angle)
+    zoom = 1 + (torch.rand(n, device=x.device, generator=generator) * 2 - 1) * scale
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([torch.stack([cos, -sin, t[:, 0]], 1), torch.stack([sin, cos, t[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Blank one ``size`` x ``size`` square (clipped at the border) at a random place in each image."""
+    if size <= 0:
+        return x
+    n, _, h, w = x.shape
+    centre = torch.rand(n, 2, device=x.device, generator=generator) * torch.tensor([h, w], device=x.device)
+    ys = torch.arange(h, device=x.device).view(1, h, 1) + 0.5
+    xs = torch.arange(w, device=x.device).view(1, 1, w) + 0.5
+    box = ((ys - centre[:, 0, None, None]).abs() < size / 2) & ((xs - centre[:, 1, None, None]).abs() < size / 2)
+    return x.masked_fill(box.unsqueeze(1), 0.0)
 
 
 class TensorSlices(torch.utils.data.Dataset):
@@ -125,13 +142,47 @@ class IndexBatches(torch.utils.data.Sampler):
         yield from batches[self.skip() if self.skip else 0 :]
 
 
+class PairedSlices(torch.utils.data.Dataset):
+    """``dataset[(labeled_idx, pool_idx)]`` returns a labeled batch and an unlabeled batch at once."""
+
+    def __init__(self, labeled_x: torch.Tensor, labeled_y: torch.Tensor, pool_x: torch.Tensor):
+        self.labeled_x, self.labeled_y, self.pool_x = labeled_x, labeled_y, pool_x
+
+    def __len__(self):
+        return len(self.pool_x)
+
+    def __getitem__(self, idx):
+        labeled, pool = idx
+        return self.labeled_x[labeled], self.labeled_y[labeled], self.pool_x[pool]
+
+
+class PairedBatches(IndexBatches):
+    """Pool batches as in ``IndexBatches``, each paired with a batch of labeled indices that cycles
+    through the labeled set, reshuffled at every pass (so any labeled batch size works)."""
+
+    def __init__(self, n_labeled: int, labeled_batch_size: int, n: int, batch_size: int, seed: int,
+                 rank: int = 0, world_size: int = 1, skip=None):
+        super().__init__(n, batch_size, True, seed, rank, world_size, skip)
+        self.n_labeled, self.labeled_batch_size = n_labeled, labeled_batch_size
+
+    def __iter__(self):
+        pool = self._indices().split(self.batch_size)
+        g = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) * 64 + self.rank + 1)
+        needed = len(pool) * self.labeled_batch_size
+        passes = [torch.randperm(self.n_labeled, generator=g) for _ in range(math.ceil(needed / self.n_labeled))]
+        labeled = torch.cat(passes)[:needed].split(self.labeled_batch_size)
+        start = self.skip() if self.skip else 0
+        yield from zip(labeled[start:], pool[start:])
+
+
 @lru_cache(maxsize=2)
 def _load(folder: str, allow_download: bool):
     return load_mnist(folder, allow_download)
 
 
 class MNISTDataModule(L.LightningDataModule):
-    """Serves rotated unlabeled images (task="rotation") or the labeled subset (task="classification")."""
+    """Serves rotated unlabeled images (task="rotation"), the labeled subset (task="classification"),
+    or labeled batches paired with two views of unlabeled batches (task="selftrain")."""
 
     def __init__(
         self,
@@ -144,9 +195,15 @@ class MNISTDataModule(L.LightningDataModule):
         monitor_size: int = 1000,
         augment_shift: float = 2.0,
         augment_degrees: float = 10.0,
+        strong_shift: float = 3.0,
+        strong_degrees: float = 25.0,
+        strong_scale: float = 0.15,
+        strong_cutout: int = 10,
         eval_batch_size: int = 512,
         task: str = "rotation",
         batch_size: int = 64,
+        unlabeled_batch_size: int = 64,
+        student_view: str = "strong",
         seed: int = 0,
     ):
         super().__init__()
@@ -183,7 +240,11 @@ class MNISTDataModule(L.LightningDataModule):
         else:
             lab = self.labeled_indices
             monitor = torch.cat([self.pool_val, self.pool_train])[: hp.monitor_size]
-            self.train_set = TensorSlices(train_x[lab].unsqueeze(1), train_y[lab].long())
+            if self.task == "selftrain":  # the whole pool, validation share included: no labels are read
+                pool = torch.cat([self.pool_train, self.pool_val]).sort().values
+                self.train_set = PairedSlices(train_x[lab].unsqueeze(1), train_y[lab].long(), train_x[pool].unsqueeze(1))
+            else:
+                self.train_set = TensorSlices(train_x[lab].unsqueeze(1), train_y[lab].long())
             self.val_set = TensorSlices(train_x[monitor].unsqueeze(1), train_y[monitor].long())
             self.test_set = TensorSlices(data["test_images"].unsqueeze(1), data["test_labels"].long())
 
@@ -194,7 +255,13 @@ class MNISTDataModule(L.LightningDataModule):
         return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)
 
     def train_dataloader(self):
-        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True, skip=self._batches_done)
+        if self.task != "selftrain":
+            return self._loader(self.train_set, self.hparams.batch_size, shuffle=True, skip=self._batches_done)
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = PairedBatches(len(self.train_set.labeled_x), self.hparams.batch_size, len(self.train_set),
+                                self.hparams.unlabeled_batch_size, self.hparams.seed, rank, world, self._batches_done)
+        return DataLoader(self.train_set, sampler=sampler, batch_size=None, num_workers=0)
 
     def val_dataloader(self):
         return self._loader(self.val_set, self._eval_batch(), shuffle=False)
@@ -226,14 +293,32 @@ class MNISTDataModule(L.LightningDataModule):
                 self._augment_rng.set_state(self._augment_rng_state)
         return self._augment_rng
 
+    def _weak(self, x: torch.Tensor) -> torch.Tensor:
+        hp = self.hparams
+        if hp.augment_shift <= 0 and hp.augment_degrees <= 0:
+            return x
+        return random_affine(x, hp.augment_shift, hp.augment_degrees, self._augmentation_rng(x.device))
+
+    def _strong(self, x: torch.Tensor) -> torch.Tensor:
+        hp, rng = self.hparams, self._augmentation_rng(x.device)
+        x = random_affine(x, hp.strong_shift, hp.strong_degrees, rng, hp.strong_scale)
+        return cutout(x, hp.strong_cutout, rng)
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x = batch[0].float() / 255.0
+        training = self.trainer is not None and self.trainer.training
         if self.task == "rotation":
             x, y = rotate_four(x)
+        elif self.task == "selftrain" and training:
+            # (labeled, its labels, the teacher's weak view of the unlabeled batch, the student's view)
+            pool = batch[2].float() / 255.0
+            weak = self._weak(pool)
+            view = self.hparams.student_view
+            student = weak if view == "same" else self._weak(pool) if view == "weak" else self._strong(pool)
+            return tuple((v - MEAN) / STD if v.is_floating_point() else v
+                         for v in (self._weak(x), batch[1], weak, student))
         else:
             y = batch[1]
-            training = self.trainer is not None and self.trainer.training
-            if training and (self.hparams.augment_shift > 0 or self.hparams.augment_degrees > 0):
-                rng = self._augmentation_rng(x.device)
-                x = random_affine(x, self.hparams.augment_shift, self.hparams.augment_degrees, rng)
+            if training:
+                x = self._weak(x)
         return (x - MEAN) / STD, y

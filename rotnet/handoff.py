@@ -1,4 +1,5 @@
-"""The one hand-off between stages: a pretext checkpoint's backbone weights, loaded strictly."""
+"""The hand-off between stages: a checkpoint's backbone weights (and for selftrain, a classifier's
+head too), loaded strictly."""
 from pathlib import Path
 
 import torch
@@ -42,9 +43,39 @@ def pretext_backbone_state(path: str | None) -> dict[str, torch.Tensor]:
 
 
 def load_pretext_backbone(module: ClassifierTask, path: str | None) -> None:
-    state = pretext_backbone_state(path)
+    _load_strict(module.backbone, pretext_backbone_state(path), path)
+
+
+def start_state(path: str | None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """Where stage=selftrain starts: (backbone, 10-way head or None) from a classifier or pretext checkpoint."""
+    if not path:
+        raise RotnetError(
+            "stage=selftrain needs a checkpoint to start from: set pretrained=<a semi (or baseline) run's "
+            "checkpoints/last.ckpt> to start from its classifier, or a pretext run's to start from its backbone "
+            "and a new head; stage=all hands over the semi checkpoint itself."
+        )
+    state = checkpoint_state(path, "pretrained")
+    head = state.get("head.2.weight")
+    if head is None or head.shape[0] not in (4, 10):
+        raise RotnetError(
+            f"pretrained='{path}' holds no 4-way (pretext) or 10-way (classifier) head: point it at the "
+            "checkpoints/last.ckpt of a stage=pretext, semi or baseline run."
+        )
+    backbone = {k[len(PREFIX):]: v for k, v in state.items() if k.startswith(PREFIX)}
+    classifier = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")} if head.shape[0] == 10 else None
+    return backbone, classifier
+
+
+def load_start(module: ClassifierTask, path: str | None) -> None:
+    backbone, head = start_state(path)
+    _load_strict(module.backbone, backbone, path)
+    if head is not None:
+        _load_strict(module.head, head, path)
+
+
+def _load_strict(target: torch.nn.Module, state: dict[str, torch.Tensor], path: str) -> None:
     try:
-        module.backbone.load_state_dict(state, strict=True)
+        target.load_state_dict(state, strict=True)
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
         raise RotnetError(

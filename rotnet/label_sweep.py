@@ -1,4 +1,4 @@
-"""stage=label_sweep: one pretext model, then semi and baseline at every label budget and seed."""
+"""stage=label_sweep: one pretext model, then semi, baseline (and selftrain) at every label budget and seed."""
 import copy
 from pathlib import Path
 
@@ -25,9 +25,12 @@ def run_label_sweep(cfg: DictConfig, out: Path, run_stage) -> dict[str, dict]:
         results["pretext"] = run_stage(cfg, "pretext", out / "pretext", None)
         pretrained = results["pretext"]["checkpoint"]
     for labels, seed, point in sweep_configs(cfg):
+        start = pretrained  # selftrain starts from this point's semi model when there is one
         for stage in cfg.label_sweep.stages:
             name = f"{stage}/labels{labels}_seed{seed}"
-            results[name] = run_stage(point, stage, out / name, pretrained)
+            results[name] = run_stage(point, stage, out / name, start if stage == "selftrain" else pretrained)
+            if stage == "semi":
+                start = results[name]["checkpoint"]
     _, rows = write_summary(out)
     label_curve([r for r in rows if r["stage"] in cfg.label_sweep.stages], out / "label_curve.png")
     return results

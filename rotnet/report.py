@@ -1,7 +1,8 @@
 """Tables of results: one stage=all run against the notebook, and mean ± std over many runs.
 
 python -m rotnet.report DIR   reads every results.json under DIR (a run, a multirun sweep, or
-all of outputs/) and writes DIR/summary.md and DIR/summary.csv.
+all of outputs/) and writes DIR/summary.md and DIR/summary.csv, and DIR/label_curve.png when
+the runs span more than one label budget.
 """
 import argparse
 import csv
@@ -12,15 +13,19 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-NOTEBOOK = {"pretext": "99.53%", "semi": "86.48%", "baseline": "11%"}
+NOTEBOOK = {"pretext": "99.53%", "semi": "86.48%", "baseline": "11%", "selftrain": "-"}
 MEASURES = {
     "pretext": "rotation accuracy, rotated test set (40,000)",
     "semi": "digit accuracy, test set (10,000)",
     "baseline": "digit accuracy, test set (10,000)",
+    "selftrain": "digit accuracy, test set (10,000)",
 }
-STAGE_ORDER = {"pretext": 0, "semi": 1, "baseline": 2, "probe_block1": 3, "probe_block2": 4, "probe_block3": 5}
-# Keys that differ between runs without being an experimental condition.
+STAGE_ORDER = {"pretext": 0, "semi": 1, "baseline": 2, "selftrain": 3, "probe_block1": 4, "probe_block2": 5,
+               "probe_block3": 6}
+# Keys that differ between runs without being an experimental condition (label_sweep.* only
+# says which points a sweep ran; each point's own budget and seed are in data.* and seed).
 NOT_CONDITIONS = {"seed", "run_dir", "pretrained", "resume", "stage"}
+NOT_CONDITION_PREFIXES = ("label_sweep.",)
 
 
 def results_table(results: dict[str, dict]) -> str:
@@ -70,7 +75,8 @@ def find_runs(root: Path) -> list[tuple[dict, dict]]:
 
 def summarize(runs: list[tuple[dict, dict]]) -> tuple[list[str], list[dict]]:
     """Swept keys (those whose value differs between the runs that have them), and one row per stage x condition."""
-    keys = set().union(*(flat for _, flat in runs)) - NOT_CONDITIONS
+    keys = {k for k in set().union(*(flat for _, flat in runs)) - NOT_CONDITIONS
+            if not k.startswith(NOT_CONDITION_PREFIXES)}
     swept = sorted(k for k in keys if len({json.dumps(flat[k]) for _, flat in runs if k in flat}) > 1)
     swept = [k for k in swept if k != "data.labels_per_class"]
     groups: dict[tuple, list[float]] = {}
@@ -117,7 +123,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.dir.is_dir():
         sys.exit(f"rotnet.report: '{args.dir}' is not a directory. Point it at a run or sweep directory.")
-    print(write_summary(args.dir)[0])
+    table, rows = write_summary(args.dir)
+    print(table)
+    one_condition = all(set(r) == {"stage", "labels_per_class", "n", "mean", "std"} for r in rows)
+    if one_condition and len({r["labels_per_class"] for r in rows}) > 1:  # a label budget curve to draw
+        from rotnet.plots import label_curve
+
+        label_curve([r for r in rows if r["stage"] != "pretext"], args.dir / "label_curve.png")
+        print(f"label curve: {args.dir / 'label_curve.png'}")
 
 
 if __name__ == "__main__":

@@ -5,21 +5,22 @@ from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from rotnet.checkpointing import AtomicCheckpointIO, SaveOnInterrupt
 from rotnet.checks import check_config
 from rotnet.errors import RotnetError
-from rotnet.handoff import checkpoint_state, load_pretext_backbone, pretext_backbone_state
+from rotnet.handoff import checkpoint_state, load_pretext_backbone, load_start, pretext_backbone_state, start_state
 from rotnet.label_sweep import run_label_sweep, sweep_configs
 from rotnet.plots import save_run_figures
 from rotnet.report import results_table
-from rotnet.tasks import ClassifierTask, NonFiniteLossError, RotationTask
+from rotnet.tasks import ClassifierTask, NonFiniteLossError, RotationTask, SelfTrainTask
 
-STAGES = ("pretext", "semi", "baseline")
-PRETRAINED = ("semi", "probe")  # stages that start from a pretext checkpoint
+STAGES = ("pretext", "semi", "baseline", "selftrain")  # stage=all, in this order
+PRETRAINED = ("semi", "probe", "selftrain")  # stages that start from a checkpoint
+TASKS = {"pretext": "rotation", "selftrain": "selftrain"}  # the DataModule's task; the others: classification
 
 
 def build_module(cfg: DictConfig, stage: str, feature_block: int = 3):
@@ -33,6 +34,10 @@ def build_module(cfg: DictConfig, stage: str, feature_block: int = 3):
     if stage == "semi":
         return ClassifierTask(freeze_blocks=cfg.model.freeze_blocks, backbone_lr_scale=cfg.model.backbone_lr_scale,
                               **optim)
+    if stage == "selftrain":
+        return SelfTrainTask(threshold=recipe.threshold, unlabeled_weight=recipe.unlabeled_weight,
+                             rotation_weight=recipe.rotation_weight, freeze_blocks=recipe.freeze_blocks,
+                             backbone_lr_scale=cfg.model.backbone_lr_scale, **optim)
     if stage == "probe":  # a linear classifier on the frozen, pooled output of one pretext block
         return ClassifierTask(freeze_blocks=3, feature_block=feature_block, **optim)
     return ClassifierTask(freeze_blocks=0, **optim)
@@ -42,10 +47,14 @@ def run_stage(cfg: DictConfig, stage: str, out: Path, pretrained: str | None, fe
     recipe = cfg[stage]
     start = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    task = "rotation" if stage == "pretext" else "classification"
-    dm = instantiate(cfg.data, task=task, batch_size=recipe.batch_size, seed=cfg.seed)
+    extra = dict(unlabeled_batch_size=recipe.unlabeled_batch_size, student_view=recipe.student_view) \
+        if stage == "selftrain" else {}
+    dm = instantiate(cfg.data, task=TASKS.get(stage, "classification"), batch_size=recipe.batch_size, seed=cfg.seed,
+                     **extra)
     module = build_module(cfg, stage, feature_block)
-    if stage in PRETRAINED:
+    if stage == "selftrain":
+        load_start(module, pretrained)
+    elif stage in PRETRAINED:
         load_pretext_backbone(module, pretrained)
     ckpt_path = out / "checkpoints" / "last.ckpt"
     checkpoint = ModelCheckpoint(  # mid-run copies to resume from; the final weights are saved after fit
@@ -55,10 +64,11 @@ def run_stage(cfg: DictConfig, stage: str, out: Path, pretrained: str | None, fe
     trainer = instantiate(
         cfg.trainer,
         max_epochs=cfg.trainer.max_epochs or recipe.epochs,
+        limit_train_batches=cfg.trainer.limit_train_batches or recipe.steps_per_epoch,
         check_val_every_n_epoch=recipe.val_every,
         default_root_dir=str(out),
         logger=[instantiate(logger, save_dir=str(out)) for logger in cfg.logger.values()],
-        callbacks=[checkpoint, SaveOnInterrupt(ckpt_path)],
+        callbacks=[checkpoint, SaveOnInterrupt(ckpt_path), *_averaging(recipe)],
         plugins=[AtomicCheckpointIO()],
     )
     try:
@@ -97,6 +107,12 @@ def run_stage(cfg: DictConfig, stage: str, out: Path, pretrained: str | None, fe
     return results
 
 
+def _averaging(recipe: DictConfig) -> list:
+    """An exponential moving average of the weights, validated, tested and saved in their place."""
+    decay = recipe.get("ema_decay")
+    return [EMAWeightAveraging(decay=decay)] if decay else []
+
+
 def _metric(trainer: L.Trainer, name: str) -> float | None:
     value = trainer.callback_metrics.get(name)
     return None if value is None else float(value)
@@ -108,7 +124,9 @@ def check_before_training(cfg: DictConfig) -> None:
     points = [point for *_, point in sweep_configs(cfg)] if cfg.stage == "label_sweep" else [cfg]
     for point in points:  # data files, label budget, pool
         instantiate(point.data, task="classification", seed=point.seed).setup()
-    if cfg.stage in PRETRAINED:
+    if cfg.stage == "selftrain":
+        start_state(cfg.pretrained)
+    elif cfg.stage in PRETRAINED:
         pretext_backbone_state(cfg.pretrained)
     if cfg.resume is not None:
         if cfg.stage in ("all", "probe", "label_sweep"):
@@ -121,7 +139,7 @@ def check_before_training(cfg: DictConfig) -> None:
 
 
 def run(cfg: DictConfig) -> dict[str, dict]:
-    """Run ``cfg.stage`` (one stage, all three in order, or the three block probes); return each one's results."""
+    """Run ``cfg.stage`` (one stage, all four in order, the three block probes, or a label sweep); return each one's results."""
     check_before_training(cfg)
     out = Path(cfg.run_dir)
     writer = rank_zero_only.rank == 0  # under DDP every rank runs this; one writes the run-level files
@@ -138,7 +156,7 @@ def run(cfg: DictConfig) -> dict[str, dict]:
         for stage in STAGES if cfg.stage == "all" else (cfg.stage,):
             stage_out = out / stage if cfg.stage == "all" else out
             results[stage] = run_stage(cfg, stage, stage_out, pretrained)
-            if stage == "pretext":
+            if stage in ("pretext", "semi"):  # semi starts from pretext, selftrain from semi
                 pretrained = results[stage]["checkpoint"]
     if cfg.stage == "all" and writer:
         table = results_table(results)

@@ -1,9 +1,11 @@
-"""LightningModules: rotation prediction (pretext) and digit classification (semi, baseline)."""
+"""LightningModules: rotation prediction (pretext), digit classification (semi, baseline) and
+classification that also learns from unlabeled images (selftrain)."""
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from rotnet.data import rotate_four
 from rotnet.nin import NIN, PooledLinear
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -127,3 +129,49 @@ class ClassifierTask(_Task):
         for block in self.frozen_blocks():
             block.eval()
         return self
+
+
+class SelfTrainTask(ClassifierTask):
+    """A classifier that learns from the labeled batch and, at the same time, from the unlabeled pool.
+
+    Unlabeled images: the prediction on a weak view, where at least ``threshold`` confident,
+    becomes the target for the student's view (FixMatch-style consistency; the DataModule makes
+    the views). ``rotation_weight`` > 0 adds the rotation task on the weak views (S4L).
+    """
+
+    def __init__(self, threshold=0.95, unlabeled_weight=1.0, rotation_weight=0.0, freeze_blocks=0,
+                 optimizer="adam", lr=1e-3, momentum=0.9, nesterov=False, weight_decay=0.0, schedule="cosine",
+                 channels_last=True, backbone_lr_scale=1.0):
+        super().__init__(freeze_blocks, optimizer, lr, momentum, nesterov, weight_decay, schedule, channels_last,
+                         backbone_lr_scale)
+        self.save_hyperparameters()
+        self.rotation_head = PooledLinear(self.backbone.out_channels[-1], 4) if rotation_weight > 0 else None
+
+    def training_step(self, batch, batch_idx):
+        x_labeled, y_labeled, weak, student = batch
+        hp = self.hparams
+        with torch.no_grad():
+            confidence, pseudo = self(weak).float().softmax(1).max(1)
+        confident = (confidence >= hp.threshold).float()
+        logits = self(torch.cat([x_labeled, student]))
+        loss = self._step((x_labeled, y_labeled), "train", logits[: len(x_labeled)])
+        unlabeled = F.cross_entropy(logits[len(x_labeled):].float(), pseudo, reduction="none")
+        loss = loss + hp.unlabeled_weight * (unlabeled * confident).mean()
+        if self.rotation_head is not None:  # all four rotations of a quarter of the unlabeled batch
+            rotated, angle = rotate_four(weak[: max(1, len(weak) // 4)])
+            if hp.channels_last:
+                rotated = rotated.contiguous(memory_format=torch.channels_last)
+            rotation = F.cross_entropy(self.rotation_head(self.backbone(rotated)).float(), angle)
+            loss = loss + hp.rotation_weight * rotation
+            self.log("train/rotation_loss", rotation, on_step=False, on_epoch=True, batch_size=len(angle))
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"the training loss became {loss.item()} at step {self.global_step}")
+        self.log("train/confident", confident.mean(), on_step=False, on_epoch=True, batch_size=len(weak))
+        self.log("train/total_loss", loss, on_step=True, on_epoch=True, batch_size=len(weak))
+        return loss
+
+    def param_groups(self, lr: float) -> list[dict]:
+        groups = super().param_groups(lr)
+        if self.rotation_head is not None:
+            groups[0]["params"] += list(self.rotation_head.parameters())
+        return groups

@@ -26,7 +26,15 @@ from rotnet.run import run
         ("semi.optimizer=lbfgs", "sgd or adam or adamw"),
         ("model.backbone_lr_scale=0", "model.backbone_lr_scale=0"),
         ("resume=/no/such.ckpt", "does not exist"),
-        ("label_sweep.stages=[pretext]", "semi and/or baseline"),
+        ("label_sweep.stages=[pretext]", "semi, baseline and/or selftrain"),
+        ("selftrain.threshold=1.5", "selftrain.threshold=1.5"),
+        ("selftrain.student_view=both", "strong or weak or same"),
+        ("selftrain.unlabeled_batch_size=0", "selftrain.unlabeled_batch_size=0"),
+        ("selftrain.rotation_weight=-1", "selftrain.rotation_weight=-1"),
+        ("selftrain.steps_per_epoch=0", "selftrain.steps_per_epoch=0"),
+        ("selftrain.freeze_blocks=5", "selftrain.freeze_blocks=5"),
+        ("data.strong_scale=1.0", "data.strong_scale=1.0"),
+        ("data.strong_cutout=-2", "data.strong_cutout=-2"),
     ],
 )
 def test_bad_values_fail_before_training(override, named, mnist_dir, tmp_path):
@@ -75,6 +83,20 @@ def test_cli_corrupt_pretrained_checkpoint(mnist_dir, tmp_path):
     proc = cli("stage=semi", f"pretrained={bad}", f"data.dir={mnist_dir}", f"hydra.run.dir={tmp_path / 'run'}",
                cwd=tmp_path)
     assert proc.returncode == 2 and "truncated or corrupt" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_selftrain_needs_a_start_checkpoint(mnist_dir, pretext_ckpt, tmp_path):
+    proc = cli("stage=selftrain", f"data.dir={mnist_dir}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2 and "needs a checkpoint to start from" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run" / "results.json").exists()
+    import torch
+
+    ckpt = torch.load(pretext_ckpt, map_location="cpu", weights_only=True)
+    probe = dict(ckpt, state_dict=dict(ckpt["state_dict"], **{"head.2.weight": torch.zeros(10, 96)}))
+    torch.save(probe, tmp_path / "probe.ckpt")
+    proc = cli("stage=selftrain", f"pretrained={tmp_path / 'probe.ckpt'}", f"data.dir={mnist_dir}",
+               f"hydra.run.dir={tmp_path / 'run2'}", cwd=tmp_path)
+    assert proc.returncode == 2 and "does not hold this NIN" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_non_finite_loss_stops_with_stage_and_step(mnist_dir, tmp_path, monkeypatch):

@@ -16,7 +16,10 @@ from rotnet.run import run
 METRICS = ("test_acc", "test_loss", "val_acc", "epochs", "steps")
 # 112 pool images for pretext training at 8 a batch: 14 steps an epoch, a checkpoint every 3.
 PRETEXT = ["stage=pretext", "pretext.batch_size=8", "trainer.max_epochs=2", "checkpoint_every_n_steps=3",
-           "trainer.precision=32-true"]
+           "trainer.precision=32-true", "data.val_fraction=0.2"]
+# selftrain: all 140 pool images at 10 a batch, 14 steps an epoch; the moving average is in the checkpoint.
+SELFTRAIN = ["stage=selftrain", "selftrain.unlabeled_batch_size=10", "selftrain.steps_per_epoch=null",
+             "trainer.max_epochs=2", "checkpoint_every_n_steps=3", "trainer.precision=32-true"]
 
 
 def start(args, cwd, out):
@@ -37,8 +40,9 @@ def metrics(folder):
     return {k: results[k] for k in METRICS}
 
 
-def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(mnist_dir, tmp_path):
-    args = [*PRETEXT, f"data.dir={mnist_dir}"]
+@pytest.mark.parametrize("stage", ["pretext", "selftrain"])
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(stage, mnist_dir, pretext_ckpt, tmp_path):
+    args = [*(PRETEXT if stage == "pretext" else [*SELFTRAIN, f"pretrained={pretext_ckpt}"]), f"data.dir={mnist_dir}"]
     proc = start(args, tmp_path, tmp_path / "killed")
     ckpt = tmp_path / "killed" / "checkpoints" / "last.ckpt"
     wait_for(ckpt, proc)
@@ -105,6 +109,6 @@ def test_ddp_on_two_cpu_processes(mnist_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = list((tmp_path / "outputs" / "all").iterdir())
     results = json.loads((run_dir / "results.json").read_text())
-    assert list(results) == ["pretext", "semi", "baseline"]
+    assert list(results) == ["pretext", "semi", "baseline", "selftrain"]
     assert all(0 <= r["test_acc"] <= 1 for r in results.values())
-    assert len(list(run_dir.rglob("results.json"))) == 4  # one per stage and the combined one
+    assert len(list(run_dir.rglob("results.json"))) == 5  # one per stage and the combined one

@@ -49,3 +49,16 @@ def test_stage_all_runs_are_read_from_their_stage_folders(tmp_path):
 def test_empty_directory_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no results.json"):
         report.main([str(tmp_path)])
+
+
+def test_report_draws_the_label_curve_across_separate_sweeps(tmp_path):
+    for labels, seeds in ((1, [0, 1]), (10, [0, 1, 2])):  # two sweeps, told apart only by label_sweep.*
+        for seed in seeds:
+            for stage, acc in (("semi", 0.5 + labels / 100), ("selftrain", 0.6 + labels / 50)):
+                fake_run(tmp_path / f"l{labels}" / stage / str(seed), stage, seed, labels, acc + seed / 1000,
+                         extra={"label_sweep": {"labels_per_class": [labels], "seeds": seeds}})
+    report.main([str(tmp_path)])
+    _, rows = report.summarize(report.find_runs(tmp_path))
+    assert [(r["stage"], r["labels_per_class"], r["n"]) for r in rows] == [
+        ("semi", 1, 2), ("semi", 10, 3), ("selftrain", 1, 2), ("selftrain", 10, 3)]
+    assert (tmp_path / "label_curve.png").stat().st_size > 10_000

@@ -9,7 +9,7 @@ from rotnet.run import run
 CONFIG = ROOT / "conf"
 
 
-@pytest.mark.parametrize("stage", ["pretext", "semi", "baseline", "all", "probe", "label_sweep"])
+@pytest.mark.parametrize("stage", ["pretext", "semi", "baseline", "selftrain", "all", "probe", "label_sweep"])
 @pytest.mark.parametrize("experiment", [None, "quick", "reference"])
 def test_every_stage_and_preset_composes(stage, experiment, tmp_path):
     preset = [f"experiment={experiment}"] if experiment else []
@@ -18,6 +18,7 @@ def test_every_stage_and_preset_composes(stage, experiment, tmp_path):
     assert cfg.trainer._target_ == "lightning.pytorch.Trainer"
     if experiment == "reference":
         assert cfg.data.label_selection == "first" and cfg.pretext.epochs == 20 and cfg.baseline.batch_size == 50
+        assert cfg.model.freeze_blocks == 2 and cfg.pretext.steps_per_epoch is None
 
 
 def test_typos_and_unknown_groups_are_errors(tmp_path):
@@ -47,7 +48,7 @@ def test_stage_fast_dev_run(stage, mnist_dir, tmp_path):
 
 def test_semi_fast_dev_run_from_a_real_pretext_checkpoint(mnist_dir, pretext_ckpt, tmp_path):
     results = run(make_cfg(mnist_dir, tmp_path, "stage=semi", f"pretrained={pretext_ckpt}", "trainer.fast_dev_run=true"))
-    assert results["semi"]["pretrained"] == str(pretext_ckpt) and results["semi"]["freeze_blocks"] == 2
+    assert results["semi"]["pretrained"] == str(pretext_ckpt) and results["semi"]["freeze_blocks"] == 1
 
 
 def test_pretext_epoch_writes_metrics_and_checkpoint(pretext_ckpt):
@@ -64,10 +65,11 @@ def test_stage_all_hands_over_and_writes_the_table(mnist_dir, tmp_path):
     cfg = make_cfg(mnist_dir, tmp_path, "stage=all", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
                    "pretext.batch_size=8", "semi.val_every=1")
     results = run(cfg)
-    assert list(results) == ["pretext", "semi", "baseline"]
+    assert list(results) == ["pretext", "semi", "baseline", "selftrain"]
     assert results["semi"]["pretrained"] == results["pretext"]["checkpoint"]
+    assert results["selftrain"]["pretrained"] == results["semi"]["checkpoint"]
     table = (tmp_path / "results.md").read_text()
-    for stage, ref in (("pretext", "99.53%"), ("semi", "86.48%"), ("baseline", "11%")):
+    for stage, ref in (("pretext", "99.53%"), ("semi", "86.48%"), ("baseline", "11%"), ("selftrain", "-")):
         assert f"| {stage} |" in table and ref in table
         assert (tmp_path / stage / "results.json").is_file()
     assert results["semi"]["val_acc"] is not None
@@ -133,7 +135,8 @@ def test_probe_stage_fits_one_linear_head_per_frozen_block(mnist_dir, pretext_ck
 
 def test_label_sweep_trains_one_pretext_model_and_draws_the_curve(mnist_dir, tmp_path):
     results = run(make_cfg(mnist_dir, tmp_path, "stage=label_sweep", "label_sweep.labels_per_class=[1,3]",
-                           "label_sweep.seeds=[0,1]", "trainer.max_epochs=1", "pretext.batch_size=16"))
+                           "label_sweep.seeds=[0,1]", "label_sweep.stages=[semi,baseline]", "trainer.max_epochs=1",
+                           "pretext.batch_size=16"))
     assert list(results)[0] == "pretext" and len(results) == 1 + 2 * 2 * 2
     checkpoint = results["pretext"]["checkpoint"]
     assert all(r["pretrained"] == checkpoint for k, r in results.items() if k.startswith("semi/"))
@@ -143,6 +146,18 @@ def test_label_sweep_trains_one_pretext_model_and_draws_the_curve(mnist_dir, tmp
     assert [line.split(",")[:3] for line in lines[1:]] == [
         ["pretext", "10", "1"], ["semi", "1", "2"], ["semi", "3", "2"], ["baseline", "1", "2"], ["baseline", "3", "2"]]
     assert (tmp_path / "label_curve.png").stat().st_size > 10_000
+
+
+def test_label_sweep_starts_selftrain_from_the_same_points_semi_model(mnist_dir, pretext_ckpt, tmp_path):
+    results = run(make_cfg(mnist_dir, tmp_path, "stage=label_sweep", f"pretrained={pretext_ckpt}",
+                           "label_sweep.labels_per_class=[2]", "label_sweep.seeds=[0,1]",
+                           "label_sweep.stages=[semi,selftrain]", "trainer.max_epochs=1"))
+    assert list(results) == ["semi/labels2_seed0", "selftrain/labels2_seed0", "semi/labels2_seed1",
+                             "selftrain/labels2_seed1"]
+    for seed in (0, 1):
+        assert results[f"selftrain/labels2_seed{seed}"]["pretrained"] == results[f"semi/labels2_seed{seed}"]["checkpoint"]
+    lines = (tmp_path / "summary.csv").read_text().splitlines()
+    assert [line.split(",")[:3] for line in lines[1:]] == [["semi", "2", "2"], ["selftrain", "2", "2"]]
 
 
 @pytest.mark.parametrize("launcher, plugin", [("joblib", "hydra_plugins.hydra_joblib_launcher"),
