@@ -17,7 +17,6 @@ from rotnet.mnist_files import load_mnist
 
 MEAN, STD = 0.1307, 0.3081
 SELECTIONS = ("random", "first")
-TASKS = ("rotation", "classification", "selftrain")
 STUDENT_VIEWS = ("strong", "weak", "same")  # selftrain: what the student sees of an unlabeled image
 
 

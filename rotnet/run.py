@@ -36,8 +36,7 @@ def build_module(cfg: DictConfig, stage: str, feature_block: int = 3):
                               **optim)
     if stage == "selftrain":
         return SelfTrainTask(threshold=recipe.threshold, unlabeled_weight=recipe.unlabeled_weight,
-                             rotation_weight=recipe.rotation_weight, freeze_blocks=recipe.freeze_blocks,
-                             backbone_lr_scale=cfg.model.backbone_lr_scale, **optim)
+                             rotation_weight=recipe.rotation_weight, freeze_blocks=recipe.freeze_blocks, **optim)
     if stage == "probe":  # a linear classifier on the frozen, pooled output of one pretext block
         return ClassifierTask(freeze_blocks=3, feature_block=feature_block, **optim)
     return ClassifierTask(freeze_blocks=0, **optim)
