@@ -1,4 +1,4 @@
-"""python -m rotnet stage=pretext|semi|baseline|all [overrides]"""
+"""python -m rotnet stage=pretext|semi|baseline|selftrain|all|probe|label_sweep [overrides]"""
 import logging
 import os
 import sys
