@@ -247,19 +247,20 @@ class MNISTDataModule(L.LightningDataModule):
             self.val_set = TensorSlices(train_x[monitor].unsqueeze(1), train_y[monitor].long())
             self.test_set = TensorSlices(data["test_images"].unsqueeze(1), data["test_labels"].long())
 
-    def _loader(self, dataset, batch_size: int, shuffle: bool, skip=None) -> DataLoader:
+    def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = IndexBatches(len(dataset), batch_size, shuffle, self.hparams.seed, rank, world, skip)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _loader(self, dataset, batch_size: int, shuffle: bool, skip=None) -> DataLoader:
+        sampler = IndexBatches(len(dataset), batch_size, shuffle, self.hparams.seed, *self._rank_world(), skip)
         return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=0)
 
     def train_dataloader(self):
         if self.task != "selftrain":
             return self._loader(self.train_set, self.hparams.batch_size, shuffle=True, skip=self._batches_done)
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         sampler = PairedBatches(len(self.train_set.labeled_x), self.hparams.batch_size, len(self.train_set),
-                                self.hparams.unlabeled_batch_size, self.hparams.seed, rank, world, self._batches_done)
+                                self.hparams.unlabeled_batch_size, self.hparams.seed, *self._rank_world(),
+                                self._batches_done)
         return DataLoader(self.train_set, sampler=sampler, batch_size=None, num_workers=0)
 
     def val_dataloader(self):
